@@ -1,0 +1,42 @@
+"""Training augmentation of grayscale line images (uint8, dark ink on light paper), via albumentations."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network look-up at import
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+WHITE = 255
+
+
+def build_augmentation(strength: float = 1.0) -> A.Compose:
+    """Geometric (shear/affine, elastic), stroke (erosion/dilation) and photometric (blur, noise,
+    brightness/contrast) distortions; `strength` scales probabilities and ranges (0 = off)."""
+    s = float(strength)
+    return A.Compose([
+        A.Affine(scale=(1 - 0.08 * s, 1 + 0.05 * s), rotate=(-1.5 * s, 1.5 * s),
+                 shear={"x": (-20 * s, 20 * s), "y": (-1.5 * s, 1.5 * s)},
+                 fit_output=True, border_mode=cv2.BORDER_CONSTANT, fill=WHITE, p=0.6 * s),
+        A.ElasticTransform(alpha=12 * s, sigma=5, border_mode=cv2.BORDER_CONSTANT, fill=WHITE, p=0.25 * s),
+        A.OneOf([A.Morphological(scale=(2, 3), operation="erosion"),
+                 A.Morphological(scale=(2, 3), operation="dilation")], p=0.25 * s),
+        A.GaussianBlur(sigma_limit=(0.3, 1.2 * s), p=0.25 * s),
+        A.GaussNoise(std_range=(0.01, 0.06 * s), p=0.25 * s),
+        A.RandomBrightnessContrast(brightness_limit=0.25 * s, contrast_limit=0.3 * s, p=0.5 * s),
+    ])
+
+
+class Augmenter:
+    """Callable wrapper: uint8 gray image in, augmented uint8 gray image out."""
+
+    def __init__(self, strength: float = 1.0):
+        self.strength = strength
+        self.pipeline = build_augmentation(strength) if strength > 0 else None
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray:
+        if self.pipeline is None:
+            return gray
+        return self.pipeline(image=gray)["image"]

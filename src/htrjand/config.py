@@ -1,0 +1,191 @@
+"""Typed run configuration: YAML files plus command-line overrides for every field.
+
+A config has three sections, `model`, `data` and `train`, each a dataclass whose fields carry
+their own help text. The CLI turns every field into a `--flag` (see `add_arguments`).
+"""
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .model import ModelConfig, preset
+
+
+class ConfigError(ValueError):
+    """A config file or option that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list, metadata={
+        "help": "training data: TSV manifests (path<TAB>text) or folders of image + .gt.txt"})
+    val: list[str] = field(default_factory=list, metadata={"help": "validation data, same formats"})
+    batch_size: int = field(default=16, metadata={"help": "lines per batch (upper bound)"})
+    max_batch_pixels: int = field(default=0, metadata={
+        "help": "also cap padded pixels per batch (0 = no cap); keeps memory flat across widths"})
+    workers: int = field(default=2, metadata={"help": "data loader worker processes"})
+    augment: float = field(default=1.0, metadata={"help": "augmentation strength (0 = off)"})
+    max_width: int = field(default=4096, metadata={"help": "widest line in pixels after height normalisation"})
+
+
+@dataclass
+class TrainConfig:
+    output: str = field(default="runs/htrjand", metadata={"help": "run folder: checkpoints, logs, summary"})
+    epochs: int = field(default=100, metadata={"help": "maximum epochs"})
+    max_time: str = field(default="", metadata={"help": "stop after this wall time, DD:HH:MM:SS (empty = no limit)"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimiser steps (-1 = no limit)"})
+    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=500, metadata={"help": "linear warm-up steps"})
+    schedule: str = field(default="cosine", metadata={"help": "cosine | plateau (on validation CER) | constant"})
+    plateau_patience: int = field(default=3, metadata={"help": "epochs without improvement before the plateau schedule halves the LR"})
+    grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clipping (0 = off)"})
+    precision: str = field(default="auto", metadata={
+        "help": "auto (bf16-mixed on GPUs that support it, else 32) or any Lightning precision"})
+    accelerator: str = field(default="auto", metadata={"help": "cpu | gpu | auto"})
+    devices: str = field(default="auto", metadata={"help": "devices per node (number, list or auto)"})
+    strategy: str = field(default="auto", metadata={"help": "Lightning strategy, e.g. ddp"})
+    num_nodes: int = field(default=1, metadata={"help": "nodes for multi-node DDP"})
+    seed: int = field(default=42, metadata={"help": "random seed (model init, data order, augmentation)"})
+    deterministic: bool = field(default=False, metadata={"help": "force deterministic kernels (slower on GPU)"})
+    patience: int = field(default=10, metadata={"help": "early stopping: validations without a better CER"})
+    val_every: float = field(default=1.0, metadata={
+        "help": "validate every N epochs (>= 1) or every fraction of an epoch (< 1)"})
+    checkpoint_every: int = field(default=200, metadata={"help": "write last.ckpt every N steps (and at epoch end)"})
+    resume: str = field(default="", metadata={"help": "checkpoint to resume from, or 'auto' for OUTPUT/last.ckpt"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+@dataclass
+class Config:
+    preset: str = "teacher"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Coerce a YAML/CLI value to a field's annotated type."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {**vars(typing), "tuple": tuple, "list": list})  # noqa: S307 - own annotations
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+                return None
+            return _convert(value, next(a for a in args if a is not type(None)), where)
+        if origin in (list, tuple):
+            if isinstance(value, str):
+                value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            inner = args[0] if args else str
+            if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_convert(v, inner, where) for v in value)
+            if origin is tuple:
+                return tuple(_convert(v, a, where) for v, a in zip(value, args))
+            return [_convert(v, inner, where) for v in value]
+        if annotation is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if annotation in (int, float, str):
+            if annotation is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return annotation(value)
+    except (ValueError, TypeError, StopIteration):
+        raise ConfigError(f"{where}: cannot use {value!r} as {getattr(annotation, '__name__', annotation)}") from None
+    return value
+
+
+def _apply(section: Any, values: dict, where: str) -> None:
+    known = {f.name: f for f in fields(section)}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key not in known:
+            raise ConfigError(f"{where}: unknown option {key!r} (known: {', '.join(known)})")
+        setattr(section, key, _convert(value, known[key].type, f"{where}.{key}"))
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, dict] | None = None,
+                preset_name: str | None = None) -> Config:
+    """Config from defaults <- preset <- YAML file <- overrides (`{"train": {"lr": 1e-3}}`)."""
+    raw: dict = {}
+    if path:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config must be a mapping with model/data/train sections")
+        unknown = set(raw) - {"preset", *SECTIONS}
+        if unknown:
+            raise ConfigError(f"{path}: unknown sections {', '.join(sorted(unknown))}")
+    overrides = overrides or {}
+    name = preset_name or overrides.get("preset") or raw.get("preset") or "teacher"
+    try:
+        cfg = Config(preset=name, model=preset(name))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    where = str(path) if path else "config"
+    for section in SECTIONS:
+        if raw.get(section) is not None:
+            if not isinstance(raw[section], dict):
+                raise ConfigError(f"{where}: section {section!r} must be a mapping")
+            _apply(getattr(cfg, section), raw[section], f"{where}:{section}")
+        if overrides.get(section):
+            _apply(getattr(cfg, section), overrides[section], f"--{section}")
+    return cfg
+
+
+def add_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS)) -> None:
+    """One `--flag` per config field (dashes for underscores), grouped by section, with its help."""
+    for name in sections:
+        group = parser.add_argument_group(f"{name} options (YAML section '{name}')")
+        for f in fields(SECTIONS[name]):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            flag = "--" + f.name.replace("_", "-")
+            kwargs = {"dest": f"{name}.{f.name}", "default": argparse.SUPPRESS,
+                      "help": f"{f.metadata.get('help', '')} (default: {default})"}
+            if typing.get_origin(f.type) is list or str(f.type).startswith("list"):
+                kwargs["nargs"] = "+"
+            group.add_argument(flag, **kwargs)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, dict]:
+    """Collect `section.field` values that the user actually gave on the command line."""
+    out: dict[str, dict] = {}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            out.setdefault(section, {})[name] = value
+    return out
+
+
+def as_dataclass(cls: type, data: dict) -> Any:
+    """Rebuild a config dataclass from a stored dict, ignoring fields it no longer has."""
+    assert is_dataclass(cls)
+    known = {f.name for f in fields(cls)}
+    obj = cls()
+    _apply(obj, {k: v for k, v in data.items() if k in known}, cls.__name__)
+    return obj

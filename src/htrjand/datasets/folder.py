@@ -1,0 +1,40 @@
+"""Folders of line images, each beside a `<image>.gt.txt` (or `<stem>.gt.txt`) transcription."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..charset import normalize_text
+from .sample import DataError, Problems, Sample
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+def _transcription_file(image: Path) -> Path | None:
+    for candidate in (image.with_name(image.name + ".gt.txt"), image.with_suffix(".gt.txt")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_folder(root: Path, problems: Problems, name: str | None = None) -> list[Sample]:
+    """Samples for every image under `root` (recursively) that has a transcription file."""
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise DataError(f"{root}: folder holds no line images")
+    samples = []
+    for image in images:
+        gt = _transcription_file(image)
+        if gt is None:
+            problems.add("missing transcription", str(image), "no .gt.txt file beside it")
+            continue
+        try:
+            text = normalize_text(gt.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError:
+            problems.add("undecodable transcription", str(gt), "transcription is not UTF-8")
+            continue
+        if not text:
+            problems.add("empty transcription", str(gt), "empty transcription")
+            continue
+        group = str(image.parent.relative_to(root)) if image.parent != root else ""
+        samples.append(Sample(image, text, name or root.name, group, str(gt)))
+    return samples

@@ -1,0 +1,42 @@
+"""TSV manifests: one `image-path<TAB>transcription` per line, paths relative to the manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..charset import normalize_text
+from .sample import DataError, Problems, Sample
+
+
+def read_manifest(path: Path, problems: Problems, name: str | None = None) -> list[Sample]:
+    """Samples of `path`; malformed lines are recorded in `problems` and skipped."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read manifest ({err.strerror})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    dataset = name or path.parent.name or path.stem
+    root = path.parent
+    samples = []
+    for lineno, raw_line in enumerate(raw.splitlines(), 1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems.add("undecodable line", where, f"not UTF-8 (byte {err.start})")
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        if "\t" not in line:
+            problems.add("malformed line", where, "no tab between image path and transcription")
+            continue
+        rel, transcription = line.split("\t", 1)
+        transcription = normalize_text(transcription)
+        if not transcription:
+            problems.add("empty transcription", where, "empty transcription")
+            continue
+        image = Path(rel.strip())
+        image = image if image.is_absolute() else root / image
+        group = image.stem.rsplit("_", 1)[0]
+        samples.append(Sample(image, transcription, dataset, group, where))
+    return samples

@@ -1,0 +1,4 @@
+"""Training on PyTorch Lightning: data module, Lightning module and the `train()` entry point."""
+from .run import train
+
+__all__ = ["train"]

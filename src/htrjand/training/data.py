@@ -1,0 +1,168 @@
+"""Training data: sample checks, the line dataset with augmentation, and the Lightning data module."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..augment import Augmenter
+from ..charset import Charset
+from ..datasets import Problems, Sample, read_dataset
+from ..images import ImageError, WidthBucketSampler, image_width, load_gray, normalize_height, pad_batch, to_ink
+
+log = logging.getLogger("htrjand")
+
+
+def ctc_frames_needed(labels: list[int]) -> int:
+    """Frames CTC needs for a label: its length plus one blank between each repeated pair."""
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+
+
+@dataclass
+class PreparedSamples:
+    samples: list[Sample]
+    widths: list[int]
+    unknown: Counter  # unknown characters (of skipped samples) with counts
+
+
+def prepare_samples(samples: list[Sample], charset: Charset, height: int, stride: int,
+                    max_width: int, problems: Problems, training: bool = True) -> PreparedSamples:
+    """Keep samples whose image header reads and, for training, whose text the charset encodes and
+    whose label fits the frames CTC gets from the image; record every skipped one in `problems`.
+
+    Evaluation samples keep characters the charset lacks (they count as errors, as they should);
+    those characters are counted and reported."""
+    kept, widths, unknown = [], [], Counter()
+    for s in samples:
+        try:
+            width = min(image_width(s.image, height), max_width)
+        except FileNotFoundError:
+            problems.add("missing image", s.source, f"image {s.image} not found")
+            continue
+        except Exception as err:  # PIL raises several types for unreadable files
+            problems.add("unreadable image", s.source, f"cannot read image {s.image}: {err}")
+            continue
+        missing = charset.unknown(s.text)
+        unknown.update(missing)
+        if missing and training:
+            chars = "".join(sorted(missing))
+            problems.add("unknown characters", s.source, f"characters not in the charset: {chars!r}")
+            continue
+        if training:
+            frames = math.ceil(width / stride)
+            needed = ctc_frames_needed(charset.encode(s.text))
+            if needed > frames:
+                problems.add("label too long", s.source,
+                             f"label needs {needed} CTC frames but the image gives {frames} (CTC-infeasible)")
+                continue
+        kept.append(s)
+        widths.append(width)
+    if unknown and not training:
+        log.warning("%d evaluation characters are not in the charset and will count as errors: %s",
+                    sum(unknown.values()), ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common()))
+    return PreparedSamples(kept, widths, unknown)
+
+
+class LineDataset(Dataset):
+    """Line images with encoded labels; items are addressed as `(index, epoch)` so that the
+    augmentation of a sample depends only on the seed, the epoch and the index (exact resume)."""
+
+    def __init__(self, prepared: PreparedSamples, charset: Charset, height: int, max_width: int,
+                 augment: float = 0.0, seed: int = 0):
+        self.samples, self.widths = prepared.samples, prepared.widths
+        self.charset, self.height, self.max_width, self.seed = charset, height, max_width, seed
+        self.augmenter = Augmenter(augment) if augment > 0 else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        s = self.samples[index]
+        try:
+            gray = normalize_height(load_gray(s.image), self.height, max_width=self.max_width)
+        except ImageError as err:
+            log.warning("%s: %s (skipped)", s.source, err)
+            return None
+        if self.augmenter is not None:
+            self.augmenter.pipeline.set_random_seed(hash((self.seed, epoch, index)) & 0x7FFFFFFF)
+            gray = normalize_height(self.augmenter(gray), self.height, max_width=self.max_width)
+        return to_ink(gray), self.charset.encode(s.text, skip_unknown=True), index
+
+
+class Collate:
+    """Pads a batch; drops items whose image failed to load."""
+
+    def __init__(self, stride: int):
+        self.stride = stride
+
+    def __call__(self, items):
+        items = [it for it in items if it is not None]
+        if not items:
+            return None
+        images, widths = pad_batch([it[0] for it in items], self.stride)
+        labels = [torch.tensor(it[1], dtype=torch.long) for it in items]
+        return {"images": images, "widths": widths,
+                "targets": torch.cat(labels), "target_lengths": torch.tensor([len(x) for x in labels]),
+                "indices": torch.tensor([it[2] for it in items])}
+
+
+class EpochTaggedSampler(WidthBucketSampler):
+    """Width-bucketed batches whose items carry the epoch, for `LineDataset`."""
+
+    def __iter__(self):
+        epoch = self.epoch
+        for batch in super().__iter__():
+            yield [(i, epoch) for i in batch]
+
+
+class LineDataModule(L.LightningDataModule):
+    """Training and validation loaders over prepared samples; restores its position on resume."""
+
+    def __init__(self, train: PreparedSamples, val: PreparedSamples, charset: Charset, height: int,
+                 stride: int, batch_size: int, max_batch_pixels: int, workers: int, augment: float,
+                 max_width: int, seed: int):
+        super().__init__()
+        self.train_set = LineDataset(train, charset, height, max_width, augment, seed)
+        self.val_set = LineDataset(val, charset, height, max_width, 0.0, seed)
+        self.collate = Collate(stride)
+        self.batch_size, self.max_batch_pixels, self.height = batch_size, max_batch_pixels or None, height
+        self.workers, self.seed = workers, seed
+        self.resume_epoch, self.resume_batches = 0, 0
+
+    def resume_from(self, epoch: int, completed_batches: int) -> None:
+        """Continue a training epoch after `completed_batches` (set from a checkpoint)."""
+        self.resume_epoch, self.resume_batches = epoch, completed_batches
+
+    def _loader(self, dataset: LineDataset, shuffle: bool) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        sampler = EpochTaggedSampler(dataset.widths, self.batch_size, self.max_batch_pixels, self.height,
+                                     shuffle=shuffle, seed=self.seed, rank=rank, num_replicas=world)
+        if shuffle:
+            sampler.epoch, sampler.skip_batches = self.resume_epoch, self.resume_batches
+            if self.resume_batches >= len(sampler):  # checkpoint written at the end of that epoch
+                sampler.epoch, sampler.skip_batches = self.resume_epoch + 1, 0
+            self.resume_batches = 0
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=self.collate,
+                          generator=torch.Generator().manual_seed(self.seed), persistent_workers=False,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+
+def load_samples(paths: list[str], problems: Problems) -> list[Sample]:
+    samples: list[Sample] = []
+    for p in paths:
+        samples += read_dataset(p, problems)
+    return samples
+

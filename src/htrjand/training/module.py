@@ -1,0 +1,149 @@
+"""The Lightning module: CTC training, validation CER/WER, optimiser and schedule, resumable state."""
+from __future__ import annotations
+
+import math
+import random
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..charset import Charset
+from ..checkpoint import FORMAT, FORMAT_VERSION
+from ..decoding import greedy_decode
+from ..metrics import ErrorCounter
+from ..model import HTRNet, ModelConfig
+
+
+def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor) -> torch.Tensor:
+    """Per-sample CTC loss normalised by target length (spec 2.5); infinite ones become 0."""
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+    return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="none",
+                      zero_infinity=True) / target_lengths.clamp_min(1)
+
+
+class HTRModule(L.LightningModule):
+    """Wraps an `HTRNet` with its charset; everything needed to rebuild it is in the hyper-parameters."""
+
+    def __init__(self, model: dict, charset: list[str], train: dict | None = None, data: dict | None = None,
+                 preset: str = "", htrjand: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.charset = Charset(charset)
+        self.model_config = ModelConfig.from_dict(model)
+        self.model = HTRNet(self.model_config, self.charset.num_classes)
+        self.train_options = train or {}
+        self.hparams.htrjand = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__,
+                                "charset": list(charset), **(htrjand or {})}
+        self.infeasible = 0
+        self._errors = ErrorCounter()
+        self._datasets: list[str] = []  # dataset name per validation sample index
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor):
+        return self.model(images, widths)
+
+    # ---- training -----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        logits, lengths = self.model(batch["images"], batch["widths"])
+        losses = ctc_loss(logits, lengths, batch["targets"], batch["target_lengths"])
+        infeasible = int((losses == 0).sum())
+        self.infeasible += infeasible
+        loss = losses.mean()
+        self.log("loss", loss, prog_bar=True, batch_size=len(losses))
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(losses))
+        return loss
+
+    # ---- validation ---------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._errors = ErrorCounter()
+
+    def validation_step(self, batch, batch_idx):
+        if batch is None:
+            return
+        logits, lengths = self.model(batch["images"], batch["widths"])
+        loss = ctc_loss(logits, lengths, batch["targets"], batch["target_lengths"]).mean()
+        self.log("val_loss", loss, batch_size=len(lengths), sync_dist=True)
+        samples = self.trainer.datamodule.val_set.samples
+        for decoded, index in zip(greedy_decode(logits, lengths, self.charset), batch["indices"].tolist()):
+            s = samples[index]
+            self._errors.add(s.text, decoded.text, s.dataset)
+
+    def on_validation_epoch_end(self) -> None:
+        t = self._errors.total
+        sums = torch.tensor([t.char_errors, t.chars, t.word_errors, t.words], dtype=torch.float64,
+                            device=self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        cer = float(sums[0] / sums[1].clamp_min(1))
+        wer = float(sums[2] / sums[3].clamp_min(1))
+        self.log("val_cer", cer, prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("val_wer", wer, sync_dist=False, rank_zero_only=False)
+        if self.trainer.world_size == 1:
+            for name, totals in self._errors.per_dataset.items():
+                self.log(f"val_cer/{name}", totals.cer)
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = self.train_options
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.get("weight_decay", 0.01)},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=opt.get("lr", 1e-3))
+        warmup = max(0, opt.get("warmup_steps", 0))
+        schedule = opt.get("schedule", "cosine")
+        if schedule == "plateau":
+            plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=0.5, patience=opt.get("plateau_patience", 3))
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": plateau, "monitor": "val_cer", "interval": "epoch"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        # linear warm-up for the plateau schedule (the cosine schedule has it built in)
+        warmup = self.train_options.get("warmup_steps", 0)
+        if self.train_options.get("schedule") == "plateau" and self.global_step < warmup:
+            for group in optimizer.param_groups:
+                group["lr"] = self.train_options.get("lr", 1e-3) * (self.global_step + 1) / warmup
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+    # ---- exact resume -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["infeasible"] = self.infeasible
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
+        checkpoint["metrics"] = {**metrics, "epoch": self.current_epoch, "step": self.global_step}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        self.infeasible = checkpoint.get("infeasible", 0)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:
+            progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+            datamodule.resume_from(checkpoint.get("epoch", 0), progress.get("current", {}).get("completed", 0))

@@ -1,0 +1,156 @@
+"""`train()`: from a Config to a trained, checkpointed model with a summary."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ..charset import Charset
+from ..checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from ..config import Config, ConfigError
+from ..datasets import Problems
+from ..model import ModelConfig, count_parameters
+from .data import LineDataModule, load_samples, prepare_samples
+from .module import HTRModule
+
+log = logging.getLogger("htrjand")
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto' -> bf16 mixed precision on GPUs that support it, full precision elsewhere."""
+    if precision != "auto":
+        return precision
+    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _devices(value: str):
+    if value == "auto":
+        return "auto"
+    if value.startswith("["):
+        return json.loads(value)
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _resume_path(cfg: Config) -> str | None:
+    if not cfg.train.resume:
+        return None
+    if cfg.train.resume == "auto":
+        last = Path(cfg.train.output) / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return cfg.train.resume
+
+
+def train(cfg: Config) -> dict:
+    """Train a model as `cfg` says; returns (and writes to OUTPUT/summary.json) the run summary."""
+    if not cfg.data.train:
+        raise ConfigError("no training data: give --train MANIFEST_OR_FOLDER (or data.train in the config)")
+    if not cfg.data.val:
+        raise ConfigError("no validation data: give --val MANIFEST_OR_FOLDER (or data.val in the config)")
+    out = Path(cfg.train.output)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+
+    problems = Problems()
+    train_samples = load_samples(cfg.data.train, problems)
+    val_samples = load_samples(cfg.data.val, problems)
+    if not train_samples:
+        raise ConfigError(f"no usable training lines in {', '.join(cfg.data.train)}")
+
+    resume = _resume_path(cfg)
+    if resume:
+        ckpt = read_checkpoint(resume)
+        stored = ckpt["hyper_parameters"]
+        charset = Charset(stored["charset"])
+        try:
+            cfg.model = ModelConfig.from_dict(stored["model"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{resume}: stored model config is not usable ({err})") from None
+        log.info("resuming from %s (epoch %s, step %s)", resume, ckpt.get("epoch"), ckpt.get("global_step"))
+    else:
+        charset = Charset.from_texts(s.text for s in train_samples)
+
+    stride = cfg.model.width_stride
+    train_set = prepare_samples(train_samples, charset, cfg.model.height, stride, cfg.data.max_width, problems)
+    val_set = prepare_samples(val_samples, charset, cfg.model.height, stride, cfg.data.max_width, problems,
+                              training=False)
+    if not train_set.samples:
+        raise ConfigError(f"every training line was skipped: {problems.summary()}")
+    if not val_set.samples:
+        raise ConfigError(f"every validation line was skipped: {problems.summary()}")
+
+    info = {"train_data": list(cfg.data.train), "val_data": list(cfg.data.val),
+            "train_lines": len(train_set.samples), "val_lines": len(val_set.samples),
+            "skipped": dict(problems.counts()), "datasets": sorted({s.dataset for s in train_set.samples})}
+    module = HTRModule(cfg.model.to_dict(), charset.to_list(), train=vars(cfg.train).copy(),
+                       data=vars(cfg.data).copy(), preset=cfg.preset, htrjand={"training": info})
+    data = LineDataModule(train_set, val_set, charset, cfg.model.height, stride, cfg.data.batch_size,
+                          cfg.data.max_batch_pixels, cfg.data.workers, cfg.data.augment, cfg.data.max_width,
+                          cfg.train.seed)
+
+    best = ModelCheckpoint(dirpath=out, filename="best", monitor="val_cer", mode="min", save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks = [best, _LastCheckpoint(out / "last.ckpt", cfg.train.checkpoint_every),
+                 EarlyStopping(monitor="val_cer", mode="min", patience=cfg.train.patience,
+                               check_on_train_epoch_end=False)]
+    if cfg.train.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    val_every = cfg.train.val_every
+    trainer = L.Trainer(
+        default_root_dir=out, max_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
+        max_time=cfg.train.max_time or None,
+        accelerator=cfg.train.accelerator, devices=_devices(cfg.train.devices), strategy=cfg.train.strategy,
+        num_nodes=cfg.train.num_nodes, precision=resolve_precision(cfg.train.precision, cfg.train.accelerator),
+        gradient_clip_val=cfg.train.grad_clip or None, deterministic=cfg.train.deterministic or None,
+        callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        check_val_every_n_epoch=int(val_every) if val_every >= 1 else 1,
+        val_check_interval=val_every if val_every < 1 else None,
+        enable_progress_bar=cfg.train.progress, enable_model_summary=False, use_distributed_sampler=False,
+        num_sanity_val_steps=0, log_every_n_steps=10,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+
+    summary = {
+        "output": str(out), "preset": cfg.preset, "parameters": count_parameters(module.model),
+        "charset_size": len(charset), "best_checkpoint": str(out / "best.ckpt"),
+        "best_val_cer": float(best.best_model_score) if best.best_model_score is not None else None,
+        "epochs": trainer.current_epoch, "steps": trainer.global_step,
+        "infeasible_ctc_samples": module.infeasible, "skipped": dict(problems.counts()),
+        "train_lines": len(train_set.samples), "val_lines": len(val_set.samples),
+        "unknown_characters": {"train": dict(train_set.unknown), "val": dict(val_set.unknown)},
+        "seconds": round(time.time() - started, 1),
+    }
+    if trainer.is_global_zero:
+        tmp = out / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, out / "summary.json")
+    return summary
+
+
+class _LastCheckpoint(L.Callback):
+    """Writes OUTPUT/last.ckpt every N steps and at every epoch end, for `--resume`."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = path, max(1, every)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
