@@ -46,6 +46,27 @@ class SqueezeExcite(nn.Module):
         return x * scale[:, :, None, None]
 
 
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics count real columns only, so that the amount of padding
+    in a batch does not shift the statistics that inference later uses."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if not self.training or mask is None:
+            return super().forward(x)
+        xf, m = x.float(), mask.float()
+        count = (m.sum() * x.shape[2]).clamp_min(2.0)  # mask is [B, 1, 1, W]: sum over B and W
+        mean = (xf * m).sum(dim=(0, 2, 3)) / count
+        centred = (xf - mean[None, :, None, None]) * m
+        var = (centred ** 2).sum(dim=(0, 2, 3)) / count
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            weight = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), weight)
+            self.running_var.lerp_((var * count / (count - 1)).to(self.running_var.dtype), weight)
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        return (y * self.weight[None, :, None, None] + self.bias[None, :, None, None]).to(x.dtype)
+
+
 class GatedConvBlock(nn.Module):
     """Conv3x3 -> PReLU -> BatchNorm -> FullGatedConv2d -> SE -> [Dropout] -> pool.
 
@@ -60,7 +81,7 @@ class GatedConvBlock(nn.Module):
         self.stride = pool if stem else (1, 1)
         self.conv = nn.Conv2d(c_in, c_out, 3, stride=self.stride, padding=1)
         self.act = nn.PReLU(c_out)
-        self.norm = nn.BatchNorm2d(c_out)
+        self.norm = MaskedBatchNorm2d(c_out)
         self.gated = FullGatedConv2d(c_out)
         self.se = SqueezeExcite(c_out, se_reduction) if use_se else None
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
@@ -71,7 +92,7 @@ class GatedConvBlock(nn.Module):
         x = self.conv(x)
         widths = torch.div(widths, self.stride[1], rounding_mode="floor")
         mask = width_mask(widths, x.shape[-1])
-        x = self.norm(self.act(x)) * mask
+        x = self.norm(self.act(x), mask) * mask
         x = self.gated(x) * mask
         if self.se is not None:
             x = self.se(x, mask)

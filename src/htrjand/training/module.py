@@ -146,4 +146,5 @@ class HTRModule(L.LightningModule):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None:
             progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-            datamodule.resume_from(checkpoint.get("epoch", 0), progress.get("current", {}).get("completed", 0))
+            # "processed" counts the batch whose on_train_batch_end wrote the checkpoint ("completed" does not)
+            datamodule.resume_from(checkpoint.get("epoch", 0), progress.get("current", {}).get("processed", 0))

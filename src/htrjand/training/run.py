@@ -114,7 +114,7 @@ def train(cfg: Config) -> dict:
         num_nodes=cfg.train.num_nodes, precision=resolve_precision(cfg.train.precision, cfg.train.accelerator),
         gradient_clip_val=cfg.train.grad_clip or None, deterministic=cfg.train.deterministic or None,
         callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")],
+        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],  # new version per (re)start
         check_val_every_n_epoch=int(val_every) if val_every >= 1 else 1,
         val_check_interval=val_every if val_every < 1 else None,
         enable_progress_bar=cfg.train.progress, enable_model_summary=False, use_distributed_sampler=False,
@@ -149,8 +149,10 @@ class _LastCheckpoint(L.Callback):
         self.path, self.every = path, max(1, every)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every == 0:
+        if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
             trainer.save_checkpoint(self.path)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        trainer.save_checkpoint(self.path)
+        # only a finished epoch: a run stopped part-way (max_steps, max_time) keeps its last step checkpoint
+        if trainer.fit_loop.epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
+            trainer.save_checkpoint(self.path)

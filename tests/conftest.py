@@ -1,0 +1,27 @@
+"""Shared fixtures: the real datasets when present, and small rendered ones otherwise."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY_MODEL = {"channels": [8, 12, 16, 16, 16, 16], "d_model": 32, "heads": 2, "blocks": 1,
+              "dropout": 0.0, "cnn_dropout": 0.0}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "hooker" / "train.tsv").is_file():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    """A small rendered dataset: train (64 lines), val (16), test (16) manifests."""
+    from htrjand.demo import make_dataset
+
+    root = tmp_path_factory.mktemp("rendered")
+    return make_dataset(root, {"train": 64, "val": 16, "test": 16}, seed=3)

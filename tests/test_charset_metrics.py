@@ -1,0 +1,65 @@
+import pytest
+
+from htrjand.charset import BLANK, Charset, normalize_text
+from htrjand.metrics import ErrorCounter, ErrorTotals, cer, wer
+
+
+def test_charset_built_by_frequency_and_round_trips():
+    cs = Charset.from_texts(["abba", "cab"])
+    assert cs.chars == ["a", "b", "c"]
+    assert cs.num_classes == 4
+    labels = cs.encode("cab")
+    assert BLANK not in labels and cs.decode(labels) == "cab"
+
+
+def test_ctc_collapse_merges_repeats_and_drops_blanks():
+    cs = Charset(list("lo"))
+    l, o = cs.encode("l")[0], cs.encode("o")[0]
+    frames = [0, l, l, 0, l, o, o, 0, 0]
+    assert cs.decode(cs.ctc_collapse(frames)) == "llo"
+
+
+def test_unknown_characters_are_counted_not_dropped():
+    cs = Charset(list("abc "))
+    assert cs.unknown("abcxx y") == {"x": 2, "y": 1}
+    with pytest.raises(KeyError, match="'x'"):
+        cs.encode("ax")
+    assert cs.encode("ax", skip_unknown=True) == cs.encode("a")
+
+
+def test_nfc_and_whitespace_normalisation():
+    decomposed = "e\u0301te\u0301"  # é as e + combining acute
+    assert normalize_text(f"  {decomposed}\t\n  x ") == "\u00e9t\u00e9 x"
+    cs = Charset.from_texts([decomposed])
+    assert "\u00e9" in cs and "\u0301" not in cs
+
+
+def test_charset_rejects_duplicates():
+    with pytest.raises(ValueError):
+        Charset(["a", "a"])
+
+
+def test_cer_wer_hand_computed():
+    # kitten -> sitting: 3 edits over 6 reference characters
+    assert cer(["kitten"], ["sitting"]) == pytest.approx(3 / 6)
+    # corpus level: (1 + 0) / (4 + 4), not the mean of line CERs
+    assert cer(["abcd", "efgh"], ["abxd", "efgh"]) == pytest.approx(1 / 8)
+    assert cer(["ab", "cdefghij"], ["", "cdefghij"]) == pytest.approx(2 / 10)
+    # words: one substitution and one deletion over 4 reference words
+    assert wer(["the cat sat down"], ["the bat sat"]) == pytest.approx(2 / 4)
+    assert cer(["same"], ["same"]) == 0.0
+
+
+def test_scoring_normalises_unicode_before_comparing():
+    assert cer(["\u00e9t\u00e9"], ["e\u0301te\u0301"]) == 0.0
+
+
+def test_error_counter_per_dataset():
+    counter = ErrorCounter()
+    counter.add("abc", "abd", "x")
+    counter.add("hello world", "hello world", "y")
+    assert counter.per_dataset["x"].cer == pytest.approx(1 / 3)
+    assert counter.per_dataset["y"].cer == 0.0
+    assert counter.total.cer == pytest.approx(1 / 14)
+    assert counter.total.wer == pytest.approx(1 / 3)
+    assert ErrorTotals().cer == 0.0

@@ -1,0 +1,147 @@
+"""End to end: CLI train/evaluate/recognize/info, exact resume, bad checkpoints, and a learning test."""
+import json
+
+import pytest
+import torch
+
+from htrjand import load
+from htrjand.checkpoint import CheckpointError, atomic_save, read_checkpoint
+from htrjand.cli import main
+from htrjand.config import ConfigError, load_config
+from htrjand.datasets import read_dataset
+from htrjand.metrics import cer
+from htrjand.training import train
+
+from conftest import TINY_MODEL
+
+
+def _config(rendered, output, **train_options):
+    return load_config(preset_name="student", overrides={
+        "data": {"train": [str(rendered["train"])], "val": [str(rendered["val"])], "batch_size": 8,
+                 "workers": 0, "augment": 0.5},
+        "train": {"output": str(output), "warmup_steps": 2, "progress": False, **train_options},
+        "model": dict(TINY_MODEL)})
+
+
+def _weights(path):
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_cli_end_to_end(rendered, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(f"preset: student\nmodel: {json.dumps(TINY_MODEL)}\n"
+                        f"data: {{train: [{rendered['train']}], val: [{rendered['val']}], workers: 0}}\n"
+                        "train: {epochs: 1, warmup_steps: 2, progress: false}\n")
+    assert main(["train", "--config", str(cfg_file), "--output", str(out), "--batch-size", "16"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_lines"] == 64 and summary["steps"] == 4  # 64 lines / batch 16 from the flag
+    assert (out / "best.ckpt").is_file() and (out / "last.ckpt").is_file()
+    assert (out / "logs" / "version_0" / "metrics.csv").is_file() and any((out / "tensorboard").iterdir())
+
+    report = tmp_path / "report.json"
+    assert main(["evaluate", str(out / "best.ckpt"), str(rendered["test"]), "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["datasets"][rendered["test"].parent.name]["lines"] == 16 and len(data["lines"]) == 16
+    assert "CER %" in capsys.readouterr().out
+
+    image = read_dataset(rendered["test"])[0].image
+    assert main(["recognize", str(out / "best.ckpt"), str(image), "--json", str(tmp_path / "r.json")]) == 0
+    path, _, conf = capsys.readouterr().out.strip().split("\t")
+    assert path == str(image) and 0.0 <= float(conf) <= 1.0
+    assert main(["info", str(out / "best.ckpt")]) == 0
+    info = capsys.readouterr().out
+    assert "parameters" in info and "charset" in info and "64 lines" in info
+
+
+def test_train_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--lr", "--batch-size", "--devices", "--strategy", "--precision", "--resume", "--schedule",
+                 "--grad-clip", "--patience", "--d-model", "--attention", "--augment", "--max-batch-pixels"):
+        assert flag in text
+
+
+def test_bad_config_and_data_give_clear_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lr: fast}\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown option 'lrr'"):
+        load_config(overrides={"train": {"lrr": 1}})
+    assert main(["train", "--train", str(tmp_path / "none.tsv"), "--val", str(tmp_path / "none.tsv")]) == 2
+    assert "none.tsv: no such manifest" in capsys.readouterr().err
+
+
+def test_resume_continues_exactly(rendered, tmp_path):
+    # uninterrupted: 12 steps (1.5 epochs); interrupted: stop after 6 steps (mid-epoch), then resume to 12.
+    # A constant schedule after warm-up, so that the shorter first run has the same learning rates.
+    opts = {"epochs": 2, "checkpoint_every": 3, "schedule": "constant"}
+    full = train(_config(rendered, tmp_path / "full", max_steps=12, **opts))
+    part = train(_config(rendered, tmp_path / "part", max_steps=6, **opts))
+    assert part["steps"] == 6
+    resumed = train(_config(rendered, tmp_path / "part", max_steps=12, resume="auto", **opts))
+    assert full["steps"] == resumed["steps"] == 12
+    a, b = _weights(tmp_path / "full" / "last.ckpt"), _weights(tmp_path / "part" / "last.ckpt")
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+
+
+def test_bad_checkpoints_are_refused(rendered, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(rendered, out, epochs=1, max_steps=2))
+    good = out / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated.ckpt: not a readable checkpoint"):
+        load(truncated)
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["hyper_parameters"]["htrjand"]["format_version"] = 99
+    atomic_save(ckpt, tmp_path / "future.ckpt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load(tmp_path / "future.ckpt")
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["hyper_parameters"]["charset"] = ckpt["hyper_parameters"]["charset"][:-1]
+    ckpt["hyper_parameters"]["htrjand"]["charset"] = ckpt["hyper_parameters"]["charset"]
+    atomic_save(ckpt, tmp_path / "charset.ckpt")
+    with pytest.raises(CheckpointError, match="does not match the stored charset"):
+        load(tmp_path / "charset.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    assert main(["info", str(tmp_path / "foreign.ckpt")]) == 2
+    assert "not an htrjand checkpoint" in capsys.readouterr().err
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_recognize_api_accepts_paths_pil_and_arrays(rendered, tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    out = tmp_path / "run"
+    train(_config(rendered, out, epochs=1, max_steps=2))
+    model = load(out / "last.ckpt")
+    path = read_dataset(rendered["test"])[0].image
+    pil = Image.open(path)
+    results = model.recognize([path, pil, np.asarray(pil), tmp_path / "missing.png"])
+    assert len(results) == 4
+    assert results[0].text == results[1].text == results[2].text
+    assert results[3].error and "missing.png" in results[3].error and results[3].text == ""
+    assert model.recognize(path)[0].text == results[0].text
+
+
+def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
+    manifest = tmp_path / "h32.tsv"
+    lines = (shared_data / "hooker" / "train.tsv").read_text(encoding="utf-8").splitlines()[:32]
+    manifest.write_text("\n".join(f"{shared_data / 'hooker'}/{line}" for line in lines) + "\n", encoding="utf-8")
+    cfg = load_config(preset_name="student", overrides={
+        "data": {"train": [str(manifest)], "val": [str(manifest)], "workers": 0, "augment": 0, "batch_size": 32},
+        "train": {"output": str(tmp_path / "run"), "epochs": 130, "warmup_steps": 20, "lr": 3e-3,
+                  "progress": False, "val_every": 65},
+        "model": {"channels": [16, 24, 32, 48, 48, 64], "d_model": 96, "heads": 2, "dropout": 0.0,
+                  "cnn_dropout": 0.0}})
+    summary = train(cfg)
+    samples = read_dataset(manifest)
+    results = load(tmp_path / "run" / "best.ckpt").recognize([s.image for s in samples])
+    score = cer([s.text for s in samples], [r.text for r in results])
+    assert score < 0.05, score
+    assert summary["best_val_cer"] < 0.05
