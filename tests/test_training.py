@@ -135,8 +135,8 @@ def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
     manifest.write_text("\n".join(f"{shared_data / 'hooker'}/{line}" for line in lines) + "\n", encoding="utf-8")
     cfg = load_config(preset_name="student", overrides={
         "data": {"train": [str(manifest)], "val": [str(manifest)], "workers": 0, "augment": 0, "batch_size": 32},
-        "train": {"output": str(tmp_path / "run"), "epochs": 130, "warmup_steps": 20, "lr": 3e-3,
-                  "progress": False, "val_every": 65},
+        "train": {"output": str(tmp_path / "run"), "epochs": 400, "warmup_steps": 20, "lr": 3e-3,
+                  "schedule": "constant", "progress": False, "val_every": 10, "stop_cer": 0.01},
         "model": {"channels": [16, 24, 32, 48, 48, 64], "d_model": 96, "heads": 2, "dropout": 0.0,
                   "cnn_dropout": 0.0}})
     summary = train(cfg)
@@ -145,3 +145,4 @@ def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
     score = cer([s.text for s in samples], [r.text for r in results])
     assert score < 0.05, score
     assert summary["best_val_cer"] < 0.05
+    assert summary["steps"] < 400  # stopped early on reaching the target CER

@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = field(default=42, metadata={"help": "random seed (model init, data order, augmentation)"})
     deterministic: bool = field(default=False, metadata={"help": "force deterministic kernels (slower on GPU)"})
     patience: int = field(default=10, metadata={"help": "early stopping: validations without a better CER"})
+    stop_cer: float = field(default=0.0, metadata={"help": "stop as soon as validation CER reaches this (0 = off)"})
     val_every: float = field(default=1.0, metadata={
         "help": "validate every N epochs (>= 1) or every fraction of an epoch (< 1)"})
     checkpoint_every: int = field(default=200, metadata={"help": "write last.ckpt every N steps (and at epoch end)"})

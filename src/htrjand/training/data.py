@@ -72,10 +72,11 @@ class LineDataset(Dataset):
     """Line images with encoded labels; items are addressed as `(index, epoch)` so that the
     augmentation of a sample depends only on the seed, the epoch and the index (exact resume)."""
 
-    def __init__(self, prepared: PreparedSamples, charset: Charset, height: int, max_width: int,
+    def __init__(self, prepared: PreparedSamples, charset: Charset, height: int, max_width: int, stride: int,
                  augment: float = 0.0, seed: int = 0):
         self.samples, self.widths = prepared.samples, prepared.widths
         self.charset, self.height, self.max_width, self.seed = charset, height, max_width, seed
+        self.stride = stride
         self.augmenter = Augmenter(augment) if augment > 0 else None
 
     def __len__(self) -> int:
@@ -89,10 +90,14 @@ class LineDataset(Dataset):
         except ImageError as err:
             log.warning("%s: %s (skipped)", s.source, err)
             return None
+        labels = self.charset.encode(s.text, skip_unknown=True)
         if self.augmenter is not None:
             self.augmenter.pipeline.set_random_seed(hash((self.seed, epoch, index)) & 0x7FFFFFFF)
-            gray = normalize_height(self.augmenter(gray), self.height, max_width=self.max_width)
-        return to_ink(gray), self.charset.encode(s.text, skip_unknown=True), index
+            augmented = normalize_height(self.augmenter(gray), self.height, max_width=self.max_width)
+            # a distortion that narrows a tight line below what CTC needs would waste the sample
+            if math.ceil(augmented.shape[1] / self.stride) >= ctc_frames_needed(labels):
+                gray = augmented
+        return to_ink(gray), labels, index
 
 
 class Collate:
@@ -128,8 +133,8 @@ class LineDataModule(L.LightningDataModule):
                  stride: int, batch_size: int, max_batch_pixels: int, workers: int, augment: float,
                  max_width: int, seed: int):
         super().__init__()
-        self.train_set = LineDataset(train, charset, height, max_width, augment, seed)
-        self.val_set = LineDataset(val, charset, height, max_width, 0.0, seed)
+        self.train_set = LineDataset(train, charset, height, max_width, stride, augment, seed)
+        self.val_set = LineDataset(val, charset, height, max_width, stride, 0.0, seed)
         self.collate = Collate(stride)
         self.batch_size, self.max_batch_pixels, self.height = batch_size, max_batch_pixels or None, height
         self.workers, self.seed = workers, seed

@@ -42,6 +42,13 @@ def _devices(value: str):
     return int(value) if value.lstrip("-").isdigit() else value
 
 
+def _max_time(value: str):
+    """DD:HH:MM:SS as Lightning takes it, or plain seconds."""
+    if not value:
+        return None
+    return {"seconds": int(value)} if value.isdigit() else value
+
+
 def _resume_path(cfg: Config) -> str | None:
     if not cfg.train.resume:
         return None
@@ -103,13 +110,13 @@ def train(cfg: Config) -> dict:
                            auto_insert_metric_name=False, enable_version_counter=False)
     callbacks = [best, _LastCheckpoint(out / "last.ckpt", cfg.train.checkpoint_every),
                  EarlyStopping(monitor="val_cer", mode="min", patience=cfg.train.patience,
-                               check_on_train_epoch_end=False)]
+                               stopping_threshold=cfg.train.stop_cer or None, check_on_train_epoch_end=False)]
     if cfg.train.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     val_every = cfg.train.val_every
     trainer = L.Trainer(
         default_root_dir=out, max_epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
-        max_time=cfg.train.max_time or None,
+        max_time=_max_time(cfg.train.max_time),
         accelerator=cfg.train.accelerator, devices=_devices(cfg.train.devices), strategy=cfg.train.strategy,
         num_nodes=cfg.train.num_nodes, precision=resolve_precision(cfg.train.precision, cfg.train.accelerator),
         gradient_clip_val=cfg.train.grad_clip or None, deterministic=cfg.train.deterministic or None,
