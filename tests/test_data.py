@@ -114,3 +114,16 @@ def test_real_manifests_read(shared_data):
         assert all(s.dataset == name and s.text for s in samples)
         x = preprocess(samples[0].image, 64)
         assert x.shape[0] == 64 and 0.0 <= x.min() and x.max() <= 1.0 and x.mean() < 0.5
+
+
+def test_augmentation_never_makes_a_label_ctc_infeasible(tmp_path):
+    from htrjand.training.data import LineDataset
+
+    _line(tmp_path / "tight.png", width=65, height=64)  # 9 frames at stride 8
+    (tmp_path / "m.tsv").write_text("tight.png\tabcdefghi\n", encoding="utf-8")
+    charset = Charset(list("abcdefghi"))
+    problems = Problems()
+    prepared = prepare_samples(read_dataset(tmp_path / "m.tsv", problems), charset, 64, 8, 4096, problems)
+    dataset = LineDataset(prepared, charset, 64, 4096, 8, augment=1.0, seed=0)
+    widths = {dataset[(0, epoch)][0].shape[1] for epoch in range(40)}
+    assert min(widths) > 64 and len(widths) > 1  # augmented (widths vary), never below 9 frames

@@ -127,6 +127,10 @@ def test_recognize_api_accepts_paths_pil_and_arrays(rendered, tmp_path):
     assert results[0].text == results[1].text == results[2].text
     assert results[3].error and "missing.png" in results[3].error and results[3].text == ""
     assert model.recognize(path)[0].text == results[0].text
+    paths = [s.image for s in read_dataset(rendered["test"])][:7]
+    whole = [r.text for r in model.recognize(paths, batch_size=2)]
+    assert [r.text for r in model.recognize(paths, batch_size=2, chunk=3)] == whole  # order kept across chunks
+    assert [r.source for r in model.recognize(paths, chunk=3)] == [str(p) for p in paths]
 
 
 def test_small_model_overfits_32_real_lines(shared_data, tmp_path):

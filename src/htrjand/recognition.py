@@ -72,13 +72,23 @@ class Recognizer:
 
     @torch.inference_mode()
     def recognize(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 16,
-                  workers: int | None = None) -> list[Result]:
-        """Read line images (paths, PIL images or arrays); one `Result` per image, in input order."""
+                  workers: int | None = None, chunk: int = 1024) -> list[Result]:
+        """Read line images (paths, PIL images or arrays); one `Result` per image, in input order.
+
+        Images are decoded by a thread pool `chunk` at a time (memory stays bounded for long lists),
+        sorted by width within the chunk and run in batches of `batch_size`.
+        """
         if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
             images = [images]
         workers = workers or min(4, os.cpu_count() or 1)
+        results: list[Result] = []
         with ThreadPoolExecutor(workers) as pool:
-            arrays = list(pool.map(self._prepare, images))
+            for start in range(0, len(images), chunk):
+                part = images[start:start + chunk]
+                results += self._recognize_chunk(part, list(pool.map(self._prepare, part)), batch_size)
+        return results
+
+    def _recognize_chunk(self, images: Sequence[ImageInput], arrays: list, batch_size: int) -> list[Result]:
         results: list[Result | None] = [None] * len(arrays)
         for i, a in enumerate(arrays):
             if isinstance(a, str):
