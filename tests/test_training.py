@@ -150,3 +150,20 @@ def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
     assert score < 0.05, score
     assert summary["best_val_cer"] < 0.05
     assert summary["steps"] < 400  # stopped early on reaching the target CER
+
+
+def test_ddp_on_two_cpu_processes(rendered, tmp_path):
+    """`--devices 2 --strategy ddp` passes straight to Lightning: two gloo ranks share the batches."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "htrjand", "train", "--preset", "student", "--train", str(rendered["train"]),
+           "--val", str(rendered["val"]), "--output", str(out), "--epochs", "1", "--batch-size", "16",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--workers", "0", "--progress", "false",
+           "--channels", "[8,12,16,16,16,16]", "--d-model", "32", "--heads", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2  # 64 lines = 4 batches of 16, two per rank
+    assert summary["best_val_cer"] is not None and (out / "best.ckpt").is_file()

@@ -100,8 +100,8 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
 
     Samples are sorted by width (with a little seeded jitter so batches differ between epochs),
     cut into batches of at most `batch_size` lines and `max_pixels` padded pixels, and the batch
-    order is shuffled. Batches are dealt round-robin to `num_replicas` ranks (DDP), every rank
-    getting the same count. `skip_batches` resumes an epoch part-way through.
+    order is shuffled. Training batches are dealt round-robin to `num_replicas` ranks (DDP), every
+    rank getting the same count; evaluation lines are split between ranks before batching. `skip_batches` resumes an epoch part-way through.
     """
 
     def __init__(self, widths: Sequence[int], batch_size: int, max_pixels: int | None = None,
@@ -118,6 +118,8 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
         rng = random.Random(self.seed + 7919 * self.epoch)
         jitter = (lambda: rng.uniform(0.9, 1.1)) if self.shuffle else (lambda: 1.0)
         order = sorted(range(len(self.widths)), key=lambda i: self.widths[i] * jitter())
+        if not self.shuffle and self.num_replicas > 1:  # evaluation: every rank gets a share of the lines
+            order = order[self.rank:: self.num_replicas]
         batches: list[list[int]] = []
         current: list[int] = []
         widest = 0
@@ -133,10 +135,9 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
             batches.append(current)
         if self.shuffle:
             rng.shuffle(batches)
-        if self.num_replicas > 1:
-            if self.shuffle:  # training: every rank must run the same number of steps
-                per_rank = math.ceil(len(batches) / self.num_replicas)
-                batches += batches[: per_rank * self.num_replicas - len(batches)]
+        if self.shuffle and self.num_replicas > 1:  # training: batches dealt out, same count on every rank
+            per_rank = math.ceil(len(batches) / self.num_replicas)
+            batches += batches[: per_rank * self.num_replicas - len(batches)]
             batches = batches[self.rank:: self.num_replicas]
         return batches
 
