@@ -149,19 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="CER/WER of a checkpoint on labelled data")
-    p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
-    p.add_argument("data", nargs="+", help="TSV manifests or folders of image + .gt.txt")
-    p.add_argument("--json", help="also write the full report (with every line) to this JSON file")
-    p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("recognize", help="read line images")
-    p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
-    p.add_argument("images", nargs="+", help="line images or folders of them")
-    p.add_argument("--json", help="write results (text, confidences) to this JSON file")
-    p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
-    p.set_defaults(func=cmd_recognize)
+    for name, help_text, inputs, inputs_help, json_help, func in (
+            ("evaluate", "CER/WER of a checkpoint on labelled data", "data",
+             "TSV manifests or folders of image + .gt.txt",
+             "also write the full report (with every line) to this JSON file", cmd_evaluate),
+            ("recognize", "read line images", "images", "line images or folders of them",
+             "write results (text, confidences) to this JSON file", cmd_recognize)):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
+        p.add_argument(inputs, nargs="+", help=inputs_help)
+        p.add_argument("--json", help=json_help)
+        p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("info", help="describe a checkpoint")
     p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
@@ -171,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="render a small dataset, train a Student on it, evaluate and recognise")
     p.add_argument("--output", default="runs/demo", help="run folder (default: runs/demo)")
     p.add_argument("--lines", type=int, default=1500, help="training lines to render (default: 1500)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs (default: 12)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -74,7 +74,7 @@ def make_dataset(root: Path, counts: dict[str, int], seed: int = 0) -> dict[str,
     return manifests
 
 
-def run_demo(output: str | Path = "runs/demo", train_lines: int = 1500, epochs: int = 12, seed: int = 0,
+def run_demo(output: str | Path = "runs/demo", train_lines: int = 1500, epochs: int = 10, seed: int = 0,
              progress: bool = True) -> dict:
     """Render data, train a Student, evaluate on a held-out split and read three lines."""
     from .config import load_config
@@ -84,8 +84,8 @@ def run_demo(output: str | Path = "runs/demo", train_lines: int = 1500, epochs: 
     from .training import train
 
     output = Path(output)
-    manifests = make_dataset(output / "data", {"train": train_lines, "val": 100, "test": 100}, seed)
-    print(f"rendered {train_lines} training lines into {output / 'data'}")
+    manifests = make_dataset(output / "rendered", {"train": train_lines, "val": 100, "test": 100}, seed)
+    print(f"rendered {train_lines} training lines into {output / 'rendered'}")
     cfg = load_config(preset_name="student", overrides={
         "data": {"train": [str(manifests["train"])], "val": [str(manifests["val"])], "batch_size": 24,
                  "workers": 1, "augment": 0.0},
