@@ -80,6 +80,7 @@ def train(cfg: Config) -> dict:
         ckpt = read_checkpoint(resume)
         stored = ckpt["hyper_parameters"]
         charset = Charset(stored["charset"])
+        cfg.preset = stored.get("preset") or cfg.preset
         try:
             cfg.model = ModelConfig.from_dict(stored["model"])
         except (TypeError, ValueError) as err:
