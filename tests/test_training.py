@@ -167,3 +167,19 @@ def test_ddp_on_two_cpu_processes(rendered, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2  # 64 lines = 4 batches of 16, two per rank
     assert summary["best_val_cer"] is not None and (out / "best.ckpt").is_file()
+
+
+def test_training_survives_an_image_that_breaks_mid_run(rendered, tmp_path):
+    """A file whose header reads but whose data is cut off is skipped, counted, and training goes on."""
+    samples = read_dataset(rendered["train"])
+    broken = tmp_path / "broken.png"
+    data = samples[0].image.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    manifest = tmp_path / "train.tsv"
+    rows = [f"{s.image}\t{s.text}" for s in samples] + [f"{broken}\t{samples[0].text}"]
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = _config(rendered, tmp_path / "run", epochs=1)
+    cfg.data.train = [str(manifest)]
+    summary = train(cfg)
+    assert summary["unreadable_training_images"] == 1
+    assert summary["steps"] == 9 and (tmp_path / "run" / "best.ckpt").is_file()

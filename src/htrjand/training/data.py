@@ -101,20 +101,21 @@ class LineDataset(Dataset):
 
 
 class Collate:
-    """Pads a batch; drops items whose image failed to load."""
+    """Pads a batch; drops items whose image failed to load (counted in `unreadable`)."""
 
     def __init__(self, stride: int):
         self.stride = stride
 
     def __call__(self, items):
-        items = [it for it in items if it is not None]
-        if not items:
-            return None
+        kept = [it for it in items if it is not None]
+        if not kept:
+            return {"unreadable": len(items)}
+        items, unreadable = kept, len(items) - len(kept)
         images, widths = pad_batch([it[0] for it in items], self.stride)
         labels = [torch.tensor(it[1], dtype=torch.long) for it in items]
         return {"images": images, "widths": widths,
                 "targets": torch.cat(labels), "target_lengths": torch.tensor([len(x) for x in labels]),
-                "indices": torch.tensor([it[2] for it in items])}
+                "indices": torch.tensor([it[2] for it in items]), "unreadable": unreadable}
 
 
 class EpochTaggedSampler(WidthBucketSampler):

@@ -39,6 +39,7 @@ class HTRModule(L.LightningModule):
         self.hparams.htrjand = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__,
                                 "charset": list(charset), **(htrjand or {})}
         self.infeasible = 0
+        self.unreadable = 0  # training images that failed to decode (skipped)
         self._errors = ErrorCounter()
         self._datasets: list[str] = []  # dataset name per validation sample index
 
@@ -47,7 +48,8 @@ class HTRModule(L.LightningModule):
 
     # ---- training -----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        if batch is None:
+        self.unreadable += batch["unreadable"]
+        if "images" not in batch:
             return None
         logits, lengths = self.model(batch["images"], batch["widths"])
         losses = ctc_loss(logits, lengths, batch["targets"], batch["target_lengths"])
@@ -63,7 +65,7 @@ class HTRModule(L.LightningModule):
         self._errors = ErrorCounter()
 
     def validation_step(self, batch, batch_idx):
-        if batch is None:
+        if "images" not in batch:
             return
         logits, lengths = self.model(batch["images"], batch["widths"])
         loss = ctc_loss(logits, lengths, batch["targets"], batch["target_lengths"]).mean()
@@ -130,6 +132,7 @@ class HTRModule(L.LightningModule):
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["infeasible"] = self.infeasible
+        checkpoint["unreadable"] = self.unreadable
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val_")}
         checkpoint["metrics"] = {**metrics, "epoch": self.current_epoch, "step": self.global_step}
 
@@ -143,6 +146,7 @@ class HTRModule(L.LightningModule):
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
         self.infeasible = checkpoint.get("infeasible", 0)
+        self.unreadable = checkpoint.get("unreadable", 0)
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None:
             progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})

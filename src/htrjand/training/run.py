@@ -138,7 +138,7 @@ def train(cfg: Config) -> dict:
         "charset_size": len(charset), "best_checkpoint": str(out / "best.ckpt"),
         "best_val_cer": float(best.best_model_score) if best.best_model_score is not None else None,
         "epochs": trainer.current_epoch, "steps": trainer.global_step,
-        "infeasible_ctc_samples": module.infeasible, "skipped": dict(problems.counts()),
+        "infeasible_ctc_samples": module.infeasible, "unreadable_training_images": module.unreadable, "skipped": dict(problems.counts()),
         "train_lines": len(train_set.samples), "val_lines": len(val_set.samples),
         "unknown_characters": {"train": dict(train_set.unknown), "val": dict(val_set.unknown)},
         "seconds": round(time.time() - started, 1),
