@@ -12,11 +12,24 @@ def test_charset_built_by_frequency_and_round_trips():
     assert BLANK not in labels and cs.decode(labels) == "cab"
 
 
-def test_ctc_collapse_merges_repeats_and_drops_blanks():
+def test_greedy_decoding_merges_repeats_drops_blanks_and_scores():
+    import torch
+
+    from htrjand.decoding import greedy_decode
+
     cs = Charset(list("lo"))
     l, o = cs.encode("l")[0], cs.encode("o")[0]
-    frames = [0, l, l, 0, l, o, o, 0, 0]
-    assert cs.decode(cs.ctc_collapse(frames)) == "llo"
+    frames = [0, l, l, 0, l, o, o, 0, 0, l]  # the last frame is beyond the line's length
+    logits = torch.full((1, len(frames), cs.num_classes), -10.0)
+    for t, f in enumerate(frames):
+        logits[0, t, f] = 10.0
+    logits[0, 5, o], logits[0, 5, 0] = 0.6, 0.5  # an uncertain first frame of 'o'; its second is certain
+    (decoded,) = greedy_decode(logits, torch.tensor([9]), cs)
+    assert decoded.text == "llo"
+    assert decoded.char_frames == [(1, 3), (4, 5), (5, 7)]
+    assert min(decoded.char_confidences) > 0.99 and 0.99 < decoded.confidence <= 1.0
+    (empty,) = greedy_decode(torch.zeros(1, 4, cs.num_classes), torch.tensor([4]), cs)
+    assert empty.text == "" and empty.confidence == pytest.approx(1 / 3)
 
 
 def test_unknown_characters_are_counted_not_dropped():

@@ -5,7 +5,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-BLANK = 0
+BLANK = 0  # CTC blank index
 
 
 def normalize_text(text: str) -> str:
@@ -64,16 +64,6 @@ class Charset:
     def decode(self, labels: Iterable[int]) -> str:
         """Label indices (no blanks, already collapsed) to text."""
         return "".join(self.chars[i - 1] for i in labels if i != BLANK)
-
-    def ctc_collapse(self, frames: Sequence[int]) -> list[int]:
-        """Greedy CTC rule: merge repeats, then drop blanks."""
-        out: list[int] = []
-        prev = BLANK
-        for f in frames:
-            if f != prev and f != BLANK:
-                out.append(int(f))
-            prev = f
-        return out
 
     def to_list(self) -> list[str]:
         return list(self.chars)

@@ -35,11 +35,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _read_samples(paths: list[str]):
-    from .datasets import Problems, read_dataset
+    from .datasets import Problems, read_datasets
 
-    problems, samples = Problems(), []
-    for p in paths:
-        samples += read_dataset(p, problems)
+    problems = Problems()
+    samples = read_datasets(paths, problems)
     if problems:
         print(problems.summary(), file=sys.stderr)
     return samples

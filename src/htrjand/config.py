@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -182,11 +182,3 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, dict]:
             out.setdefault(section, {})[name] = value
     return out
 
-
-def as_dataclass(cls: type, data: dict) -> Any:
-    """Rebuild a config dataclass from a stored dict, ignoring fields it no longer has."""
-    assert is_dataclass(cls)
-    known = {f.name for f in fields(cls)}
-    obj = cls()
-    _apply(obj, {k: v for k, v in data.items() if k in known}, cls.__name__)
-    return obj

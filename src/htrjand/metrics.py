@@ -60,15 +60,17 @@ class ErrorCounter:
             self.per_dataset[dataset].add(reference, hypothesis)
 
 
-def cer(references: list[str], hypotheses: list[str]) -> float:
+def corpus_totals(references: list[str], hypotheses: list[str]) -> ErrorTotals:
     totals = ErrorTotals()
     for r, h in zip(references, hypotheses, strict=True):
         totals.add(r, h)
-    return totals.cer
+    return totals
+
+
+def cer(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus CER: summed edit distances over summed reference lengths."""
+    return corpus_totals(references, hypotheses).cer
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:
-    totals = ErrorTotals()
-    for r, h in zip(references, hypotheses, strict=True):
-        totals.add(r, h)
-    return totals.wer
+    return corpus_totals(references, hypotheses).wer

@@ -7,7 +7,7 @@ from .folder import read_folder
 from .manifest import read_manifest
 from .sample import DataError, Problems, Sample
 
-__all__ = ["DataError", "Problems", "Sample", "read_dataset", "read_folder", "read_manifest"]
+__all__ = ["DataError", "Problems", "Sample", "read_dataset", "read_datasets", "read_folder", "read_manifest"]
 
 
 def read_dataset(path: str | Path, problems: Problems | None = None, name: str | None = None) -> list[Sample]:
@@ -19,3 +19,8 @@ def read_dataset(path: str | Path, problems: Problems | None = None, name: str |
     if path.is_file():
         return read_manifest(path, problems, name)
     raise DataError(f"{path}: no such manifest or folder")
+
+
+def read_datasets(paths: list[str | Path], problems: Problems) -> list[Sample]:
+    """Samples of several manifests or folders, in order."""
+    return [sample for path in paths for sample in read_dataset(path, problems)]

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..augment import Augmenter
 from ..charset import Charset
-from ..datasets import Problems, Sample, read_dataset
+from ..datasets import Problems, Sample
 from ..images import ImageError, WidthBucketSampler, image_width, load_gray, normalize_height, pad_batch, to_ink
 
 log = logging.getLogger("htrjand")
@@ -164,11 +164,4 @@ class LineDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
-
-
-def load_samples(paths: list[str], problems: Problems) -> list[Sample]:
-    samples: list[Sample] = []
-    for p in paths:
-        samples += read_dataset(p, problems)
-    return samples
 

@@ -16,9 +16,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ..charset import Charset
 from ..checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
 from ..config import Config, ConfigError
-from ..datasets import Problems
+from ..datasets import Problems, read_datasets
 from ..model import ModelConfig, count_parameters
-from .data import LineDataModule, load_samples, prepare_samples
+from .data import LineDataModule, prepare_samples
 from .module import HTRModule
 
 log = logging.getLogger("htrjand")
@@ -70,8 +70,8 @@ def train(cfg: Config) -> dict:
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
     problems = Problems()
-    train_samples = load_samples(cfg.data.train, problems)
-    val_samples = load_samples(cfg.data.val, problems)
+    train_samples = read_datasets(cfg.data.train, problems)
+    val_samples = read_datasets(cfg.data.val, problems)
     if not train_samples:
         raise ConfigError(f"no usable training lines in {', '.join(cfg.data.train)}")
 
