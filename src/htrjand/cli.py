@@ -109,7 +109,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     m = meta["model"]
     print(f"architecture height {m['height']}, CNN {list(m['channels'])}, d_model {m['d_model']}, "
           f"{m['heads']} heads, {m['blocks']} {m['attention']} block(s), width stride {r.stride}")
-    print(f"charset      {len(r.charset)} characters: {''.join(r.charset.chars)}")
+    print(f"charset      {len(r.charset)} characters (␣ = space): {''.join(r.charset.chars).replace(' ', '␣')}")
     if training:
         print(f"trained on   {', '.join(training.get('train_data', []))} ({training.get('train_lines')} lines, "
               f"datasets: {', '.join(training.get('datasets', []))})")
