@@ -12,7 +12,7 @@ from .recognition import Recognizer
 def evaluate(recognizer: Recognizer, samples: Sequence[Sample], batch_size: int = 16) -> dict:
     """Report with overall and per-dataset CER/WER, lines/s, and the worst lines."""
     started = time.perf_counter()
-    results = recognizer.recognize([s.image for s in samples], batch_size=batch_size)
+    results = recognizer.recognize(list(samples), batch_size=batch_size)
     seconds = time.perf_counter() - started
     counter = ErrorCounter()
     lines, unreadable = [], 0
@@ -20,7 +20,7 @@ def evaluate(recognizer: Recognizer, samples: Sequence[Sample], batch_size: int 
         if r.error:
             unreadable += 1  # an unreadable image counts as an empty hypothesis
         counter.add(s.text, r.text, s.dataset)
-        lines.append({"image": str(s.image), "dataset": s.dataset, "reference": s.text,
+        lines.append({"image": r.source, "dataset": s.dataset, "reference": s.text,
                       "hypothesis": r.text, "confidence": round(r.confidence, 4), "error": r.error})
     return {
         "overall": counter.total.as_dict(),

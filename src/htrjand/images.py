@@ -1,18 +1,24 @@
 """Line images: loading, grayscale, height normalisation, inversion, and padded batches with widths."""
 from __future__ import annotations
 
+import functools
+import io
 import math
+import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Union
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+from .datasets.sample import LineCrop
+
+ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]  # bytes: an encoded image file
 
 
 class ImageError(ValueError):
@@ -21,6 +27,13 @@ class ImageError(ValueError):
 
 def load_gray(image: ImageInput) -> np.ndarray:
     """Any supported input as a uint8 grayscale array (dark ink on light paper)."""
+    if isinstance(image, bytes):
+        try:
+            with Image.open(io.BytesIO(image)) as im:
+                im.load()
+                return np.asarray(_to_gray(im))
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+            raise ImageError(f"cannot decode image bytes ({err})") from None
     if isinstance(image, (str, Path)):
         try:
             with Image.open(image) as im:
@@ -52,6 +65,65 @@ def _to_gray(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, im)
     return im.convert("L")
+
+
+CROP_MARGIN = 3  # pixels kept around a line's polygon
+MASK_DILATION = 3  # the polygon is grown by this much before pixels outside it are painted white
+
+
+def crop_line(page: np.ndarray, crop: LineCrop, where: str = "") -> np.ndarray:
+    """Cut a line from a grayscale page: the polygon's box plus a margin, clipped to the page, with
+    everything outside the (slightly dilated) polygon painted white when `crop.mask` is set."""
+    pts = np.asarray(crop.polygon, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[0] < 2 or not np.isfinite(pts).all():
+        raise ImageError(f"{where}: line has no usable polygon".lstrip(": "))
+    h, w = page.shape
+    x0, y0 = (np.floor(pts.min(0)) - CROP_MARGIN).astype(int)
+    x1, y1 = (np.ceil(pts.max(0)) + CROP_MARGIN + 1).astype(int)
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ImageError(f"{where}: line polygon lies outside the {w}x{h} page image".lstrip(": "))
+    region = page[y0:y1, x0:x1].copy()
+    if crop.mask and pts.shape[0] >= 3:
+        inside = np.zeros(region.shape, np.uint8)
+        cv2.fillPoly(inside, [np.round(pts - (x0, y0)).astype(np.int32)], 255)
+        if MASK_DILATION:
+            size = 2 * MASK_DILATION + 1
+            inside = cv2.dilate(inside, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+        region[inside == 0] = 255
+    return region
+
+
+@functools.lru_cache(maxsize=4)
+def _page_gray(path: str, mtime: float) -> np.ndarray:
+    return load_gray(path)
+
+
+def load_line(image: ImageInput, crop: LineCrop | None = None, where: str = "") -> np.ndarray:
+    """A line as a uint8 grayscale array: the image itself, or with `crop` cut from a page image
+    (the last few pages stay decoded, so consecutive lines of a page decode it once)."""
+    if crop is None:
+        return load_gray(image)
+    if isinstance(image, (str, Path)):
+        try:
+            page = _page_gray(str(image), os.stat(image).st_mtime)
+        except FileNotFoundError:
+            raise ImageError(f"{image}: page image file not found") from None
+    else:
+        page = load_gray(image)
+    return crop_line(page, crop, where or str(image))
+
+
+def line_size(image: Path | bytes, crop: LineCrop | None = None) -> tuple[int, int]:
+    """(width, height) of a line image or of a line's crop on its page, from the file header only."""
+    with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as im:
+        w, h = im.size
+    if crop is None:
+        return w, h
+    x0, y0, x1, y1 = crop.bounds
+    x0, y0 = max(math.floor(x0) - CROP_MARGIN, 0), max(math.floor(y0) - CROP_MARGIN, 0)
+    x1, y1 = min(math.ceil(x1) + CROP_MARGIN + 1, w), min(math.ceil(y1) + CROP_MARGIN + 1, h)
+    return max(x1 - x0, 0), max(y1 - y0, 0)
 
 
 def normalize_height(gray: np.ndarray, height: int, min_width: int = 8, max_width: int = 8192) -> np.ndarray:
@@ -88,11 +160,12 @@ def pad_batch(images: Sequence[np.ndarray], stride: int) -> tuple[Tensor, Tensor
     return torch.from_numpy(batch), torch.tensor(widths, dtype=torch.long)
 
 
-def image_width(path: Path, height: int) -> int:
-    """Width a file will have after height normalisation, read from its header only."""
-    with Image.open(path) as im:
-        w, h = im.size
-    return max(8, round(w * height / max(h, 1)))
+def image_width(path: Path | bytes, height: int, crop: LineCrop | None = None) -> int:
+    """Width a line will have after height normalisation, read from its file's header only."""
+    w, h = line_size(path, crop)
+    if w < 2 or h < 2:
+        raise ImageError(f"line region is empty ({w}x{h} pixels)")
+    return max(8, round(w * height / h))
 
 
 class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):

@@ -13,7 +13,8 @@ import torch
 from .charset import Charset
 from .checkpoint import CheckpointError, read_checkpoint
 from .decoding import greedy_decode
-from .images import ImageError, ImageInput, pad_batch, preprocess
+from .datasets import Sample
+from .images import ImageError, ImageInput, load_line, normalize_height, pad_batch, preprocess, to_ink
 from .model import HTRNet, ModelConfig, count_parameters
 
 
@@ -58,8 +59,10 @@ class Recognizer:
     def parameters(self) -> int:
         return count_parameters(self.model)
 
-    def _prepare(self, image: ImageInput) -> np.ndarray | str:
+    def _prepare(self, image: ImageInput | Sample) -> np.ndarray | str:
         try:
+            if isinstance(image, Sample):
+                return to_ink(normalize_height(load_line(image.image, image.crop, image.source), self.height))
             return preprocess(image, self.height)
         except ImageError as err:
             return str(err)
@@ -71,14 +74,15 @@ class Recognizer:
             yield ok[start:start + batch_size]
 
     @torch.inference_mode()
-    def recognize(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 16,
+    def recognize(self, images: Sequence[ImageInput | Sample] | ImageInput | Sample, batch_size: int = 16,
                   workers: int | None = None, chunk: int = 1024) -> list[Result]:
-        """Read line images (paths, PIL images or arrays); one `Result` per image, in input order.
+        """Read line images (paths, PIL images, arrays or dataset `Sample`s, which may be lines cut
+        from a page); one `Result` per image, in input order.
 
         Images are decoded by a thread pool `chunk` at a time (memory stays bounded for long lists),
         sorted by width within the chunk and run in batches of `batch_size`.
         """
-        if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Sequence):
+        if isinstance(images, (str, Path, np.ndarray, Sample)) or not isinstance(images, Sequence):
             images = [images]
         workers = workers or min(4, os.cpu_count() or 1)
         results: list[Result] = []
@@ -101,7 +105,9 @@ class Recognizer:
         return results  # type: ignore[return-value]
 
 
-def _name(image: ImageInput) -> str:
+def _name(image: ImageInput | Sample) -> str:
+    if isinstance(image, Sample):
+        return image.source if image.crop is not None else str(image.image)
     return str(image) if isinstance(image, (str, Path)) else ""
 
 

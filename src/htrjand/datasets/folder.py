@@ -5,7 +5,9 @@ from pathlib import Path
 
 from ..charset import normalize_text
 from .sample import DataError, Problems, Sample
+from .spec import DatasetSpec
 
+FORMAT = "folder"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 
@@ -14,6 +16,15 @@ def _transcription_file(image: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def detect(path: Path) -> bool:
+    """Any folder no more specific reader claims (checked last)."""
+    return path.is_dir()
+
+
+def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
+    return read_folder(spec.path, problems, spec.name or None)
 
 
 def read_folder(root: Path, problems: Problems, name: str | None = None) -> list[Sample]:

@@ -5,6 +5,18 @@ from pathlib import Path
 
 from ..charset import normalize_text
 from .sample import DataError, Problems, Sample
+from .spec import DatasetSpec
+
+FORMAT = "manifest"
+
+
+def detect(path: Path) -> bool:
+    """Any file no more specific reader claims (checked last)."""
+    return path.is_file()
+
+
+def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
+    return read_manifest(spec.path, problems, spec.name or None)
 
 
 def read_manifest(path: Path, problems: Problems, name: str | None = None) -> list[Sample]:

@@ -1,4 +1,4 @@
-"""The one sample type all readers yield, and the record of skipped input."""
+"""The one sample type all readers yield, where a line lies on its page, and the record of skipped input."""
 from __future__ import annotations
 
 import logging
@@ -8,20 +8,55 @@ from pathlib import Path
 
 log = logging.getLogger("htrjand")
 
+Point = tuple[float, float]
+
 
 class DataError(ValueError):
     """Input data that cannot be used at all (the message names the file)."""
 
 
+@dataclass(frozen=True)
+class LineCrop:
+    """Where a text line lies on a page image, in page pixels.
+
+    `polygon` outlines the line (at least 3 points; a box is 4); pixels outside it (dilated by a
+    few pixels) are painted white when `mask` is set. `baseline` is kept when the source has one.
+    """
+
+    polygon: tuple[Point, ...]
+    baseline: tuple[Point, ...] = ()
+    mask: bool = True
+
+    @classmethod
+    def box(cls, left: float, top: float, right: float, bottom: float) -> "LineCrop":
+        """An axis-aligned box (no masking needed)."""
+        return cls(((left, top), (right, top), (right, bottom), (left, bottom)), mask=False)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) of the polygon."""
+        xs = [p[0] for p in self.polygon]
+        ys = [p[1] for p in self.polygon]
+        return min(xs), min(ys), max(xs), max(ys)
+
+
 @dataclass
 class Sample:
-    """One text line: its image file, transcription, dataset name, writer/page group and origin."""
+    """One text line: its image file, transcription, dataset name, writer/page group and origin.
 
-    image: Path
+    `image` is a line image file (or its encoded bytes, for datasets stored in Arrow/Parquet), or
+    with `crop` set the page image the line is cut from. `source` is
+    the "file:line" (or "file#line-id") of the record that produced it, for messages. `text` may
+    be empty only for lines kept for recognition (a page line without transcription).
+    """
+
+    image: Path | bytes
     text: str
     dataset: str
     group: str = ""
-    source: str = ""  # "file:line" of the record that produced it
+    source: str = ""
+    crop: LineCrop | None = None
+    line_id: str = ""
 
 
 @dataclass

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..augment import Augmenter
 from ..charset import Charset
 from ..datasets import Problems, Sample
-from ..images import ImageError, WidthBucketSampler, image_width, load_gray, normalize_height, pad_batch, to_ink
+from ..images import ImageError, WidthBucketSampler, image_width, load_line, normalize_height, pad_batch, to_ink
 
 log = logging.getLogger("htrjand")
 
@@ -21,6 +21,10 @@ log = logging.getLogger("htrjand")
 def ctc_frames_needed(labels: list[int]) -> int:
     """Frames CTC needs for a label: its length plus one blank between each repeated pair."""
     return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+
+
+def _name(s: Sample) -> str:
+    return "(embedded)" if isinstance(s.image, bytes) else str(s.image)
 
 
 @dataclass
@@ -40,12 +44,12 @@ def prepare_samples(samples: list[Sample], charset: Charset, height: int, stride
     kept, widths, unknown = [], [], Counter()
     for s in samples:
         try:
-            width = min(image_width(s.image, height), max_width)
+            width = min(image_width(s.image, height, s.crop), max_width)
         except FileNotFoundError:
-            problems.add("missing image", s.source, f"image {s.image} not found")
+            problems.add("missing image", s.source, f"image {_name(s)} not found")
             continue
         except Exception as err:  # PIL raises several types for unreadable files
-            problems.add("unreadable image", s.source, f"cannot read image {s.image}: {err}")
+            problems.add("unreadable image", s.source, f"cannot read image {_name(s)}: {err}")
             continue
         missing = charset.unknown(s.text)
         unknown.update(missing)
@@ -86,7 +90,7 @@ class LineDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         s = self.samples[index]
         try:
-            gray = normalize_height(load_gray(s.image), self.height, max_width=self.max_width)
+            gray = normalize_height(load_line(s.image, s.crop, s.source), self.height, max_width=self.max_width)
         except ImageError as err:
             log.warning("%s: %s (skipped)", s.source, err)
             return None

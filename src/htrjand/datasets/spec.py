@@ -1,0 +1,75 @@
+"""Dataset specifications: which files, in which format, which split, under which name and weight.
+
+On the command line and in YAML lists a dataset is a string `[FORMAT:]PATH[?key=value&...]`, e.g.
+`copiste/train.tsv`, `iam:/data/IAM?split=train&scheme=aachen`, `washington:/data/gw?split=val&fold=cv2`,
+`pages/*.xml?name=archive&weight=2`. In YAML it may also be a mapping with the same keys
+(`{path: ..., format: iam, split: train, weight: 2, scheme: aachen}`). `split`, `name`, `weight` and
+`keep_empty` are common to all formats; every other key is an option of the format's reader.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from .sample import DataError
+
+COMMON_KEYS = ("path", "format", "split", "name", "weight", "keep_empty")
+
+
+@dataclass
+class DatasetSpec:
+    path: Path
+    format: str = "auto"
+    split: str = ""
+    name: str = ""
+    weight: float = 1.0
+    keep_empty: bool = False  # keep lines without transcription (recognition of PAGE/ALTO pages)
+    options: dict[str, str] = field(default_factory=dict)
+
+    def option(self, key: str, default: str = "") -> str:
+        return str(self.options.get(key, default))
+
+    def __str__(self) -> str:
+        query = {k: v for k, v in (("split", self.split), ("name", self.name)) if v}
+        if self.weight != 1.0:
+            query["weight"] = f"{self.weight:g}"
+        query.update({k: str(v) for k, v in self.options.items()})
+        text = str(self.path) if self.format == "auto" else f"{self.format}:{self.path}"
+        return text + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+
+
+def parse_spec(value: str | Path | dict | DatasetSpec, formats: tuple[str, ...] = ()) -> DatasetSpec:
+    """A `DatasetSpec` from its string or mapping form (`formats`: the known format names)."""
+    if isinstance(value, DatasetSpec):
+        return value
+    if isinstance(value, Path):
+        return DatasetSpec(value)
+    if isinstance(value, dict):
+        raw = {str(k): v for k, v in value.items()}
+        if "path" not in raw:
+            raise DataError(f"dataset entry {value!r} has no 'path'")
+    elif isinstance(value, str):
+        text, raw = value, {}
+        if "?" in text:
+            text, query = text.split("?", 1)
+            raw.update(parse_qsl(query, keep_blank_values=True))
+        prefix, sep, rest = text.partition(":")
+        if sep and prefix.lower() in formats:
+            raw["format"], text = prefix.lower(), rest
+        raw["path"] = text
+    else:
+        raise DataError(f"cannot use {value!r} as a dataset (give a path or a mapping)")
+    fmt = str(raw.get("format", "auto")).lower()
+    if formats and fmt != "auto" and fmt not in formats:
+        raise DataError(f"{raw['path']}: unknown dataset format {fmt!r} (known: {', '.join(formats)})")
+    try:
+        weight = float(raw.get("weight", 1.0))
+    except (TypeError, ValueError):
+        raise DataError(f"{raw['path']}: dataset weight {raw.get('weight')!r} is not a number") from None
+    if not weight > 0:
+        raise DataError(f"{raw['path']}: dataset weight must be positive, got {weight}")
+    keep_empty = str(raw.get("keep_empty", "false")).lower() in ("1", "true", "yes", "on")
+    options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
+    return DatasetSpec(Path(str(raw["path"])).expanduser(), fmt, str(raw.get("split", "") or ""),
+                       str(raw.get("name", "") or ""), weight, keep_empty, options)
