@@ -13,6 +13,11 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+def ctc_frames_needed(labels: Sequence) -> int:
+    """Frames CTC needs for a label (indices or text): its length plus a blank between each repeated pair."""
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+
+
 class Charset:
     """An ordered set of characters; index 0 is reserved for the CTC blank."""
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,21 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: the output layer does not match the stored charset "
                               f"({len(meta['charset'])} characters)")
     return ckpt
+
+
+def update_metadata(src: str | Path, updates: dict, dst: str | Path | None = None) -> Path | None:
+    """Set keys of a checkpoint's `hyper_parameters.htrjand` and write it atomically to `dst`, or
+    back to `src` after keeping the original as `src.bak` (an existing backup is left alone).
+    Returns the backup's path when one was made."""
+    ckpt = read_checkpoint(src)
+    ckpt["hyper_parameters"]["htrjand"].update(updates)
+    backup = None
+    if dst is None or Path(dst).resolve() == Path(src).resolve():
+        dst, backup = Path(src), Path(str(src) + ".bak")
+        if not backup.exists():
+            shutil.copy2(src, backup)
+    atomic_save(ckpt, dst)
+    return backup
 
 
 def slim_checkpoint(src: str | Path, dst: str | Path) -> None:

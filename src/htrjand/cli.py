@@ -34,6 +34,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_preset(value: str | None, overrides: dict) -> str | None:
+    """`--student-preset`: a preset name, or a YAML file of model options (a mapping, or one with a
+    `model:` section and an optional base `preset:`); the file's options go under the flags'."""
+    if not value or not (value.endswith((".yaml", ".yml")) or Path(value).is_file()):
+        return value
+    import yaml
+
+    from .config import ConfigError
+    from .model import ModelConfig
+
+    path = Path(value)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: Student config not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    model = raw.get("model", {k: v for k, v in raw.items() if k != "preset"}) if isinstance(raw, dict) else None
+    if not isinstance(model, dict):
+        raise ConfigError(f"{path}: a Student config must be a mapping of model options")
+    unknown = set(model) - set(ModelConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"{path}: unknown model options {', '.join(sorted(unknown))}")
+    overrides["model"] = {**model, **overrides.get("model", {})}
+    return raw.get("preset") or "student"
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config, overrides_from_args
+    from .training import train
+
+    overrides = overrides_from_args(args)
+    preset_name = _student_preset(args.student_preset, overrides)
+    cfg = load_config(args.config, overrides, preset_name, default_preset="student")
+    if not cfg.distill.teacher and not cfg.train.resume:
+        raise ConfigError("distill needs a Teacher: give --teacher CKPT (or distill.teacher in the config)")
+    summary = train(cfg)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
 def _read_samples(paths: list[str]):
     from .datasets import Problems, read_datasets
 
@@ -44,13 +85,40 @@ def _read_samples(paths: list[str]):
     return samples
 
 
+def _decoder_options(args: argparse.Namespace) -> dict:
+    return {"beam_width": args.beam_width, "lm": args.lm, "alpha": getattr(args, "alpha", None),
+            "beta": getattr(args, "beta", None),
+            "lexicon": args.lexicon, "lexicon_mode": args.lexicon_mode, "oov_penalty": args.oov_penalty,
+            "lm_backend": args.lm_backend, "nbest": getattr(args, "nbest", 5)}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, format_report
+    from .evaluation import compare, evaluate, format_comparison, format_report
     from .recognition import load
 
     recognizer = load(args.checkpoint)
-    report = evaluate(recognizer, _read_samples(args.data), batch_size=args.batch_size)
-    print(format_report(report))
+    options = _decoder_options(args)
+    if args.compare:
+        plain = {**options, "lm": None, "lexicon": None}
+        decoders = [recognizer.make_decoder("greedy", **plain), recognizer.make_decoder("beam", **plain)]
+        if args.lm:
+            decoders.append(recognizer.make_decoder("beam", **{**options, "lexicon": None}))
+        if args.lexicon:
+            decoders.append(recognizer.make_decoder("beam", **{**options, "lm": None}))
+        if args.lm and args.lexicon:
+            decoders.append(recognizer.make_decoder("beam", **options))
+        report = compare(recognizer, _read_samples(args.data), decoders, batch_size=args.batch_size)
+        print(format_comparison(report))
+    else:
+        decoder = recognizer.make_decoder(args.decoder, **options)
+        report = evaluate(recognizer, _read_samples(args.data), batch_size=args.batch_size, decoder=decoder)
+        print(format_report(report))
+        if args.corrector:
+            from .correction import Corrector, correct_report, format_correction
+
+            report = correct_report(Corrector.load(args.corrector), report, charset=recognizer.charset.chars,
+                                    where=args.checkpoint)
+            print(format_correction(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
         print(f"report written to {args.json}")
@@ -78,7 +146,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     if not images:
         print("no images given or found", file=sys.stderr)
         return 2
-    results = recognizer.recognize(images, batch_size=args.batch_size)
+    decoder = recognizer.make_decoder(args.decoder, **_decoder_options(args))
+    results = recognizer.recognize(images, batch_size=args.batch_size, decoder=decoder)
     failed = 0
     for r in results:
         if r.error:
@@ -87,10 +156,93 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         else:
             print(f"{r.source}\t{r.text}\t{r.confidence:.3f}")
     if args.json:
-        data = [{"image": r.source, "text": r.text, "confidence": r.confidence,
-                 "char_confidences": r.char_confidences, "error": r.error} for r in results]
+        data = [r.to_dict() for r in results]
         Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     return 1 if failed == len(results) else 0
+
+
+def cmd_lm_build(args: argparse.Namespace) -> int:
+    from .charmap import CharMapping, MappingError
+    from .datasets import DataError, Problems
+    from .lm import build_lm, corpus_lines, write_sidecar
+
+    try:
+        mapping = CharMapping.load(args.charset_mapping)
+    except MappingError as err:
+        raise DataError(str(err)) from None
+    problems = Problems()
+    lines = corpus_lines(args.text, problems, mapping.apply)
+    if problems:
+        print(problems.summary(), file=sys.stderr)
+    order = args.order or (6 if args.unit == "char" else 3)
+    lm, stats = build_lm(lines, order, args.unit)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lm.write_arpa(out)
+    write_sidecar(out, {**stats, "sources": list(args.text), "charset_mapping": args.charset_mapping})
+    print(f"{args.unit} {order}-gram LM ({stats['smoothing']}) from {stats['sentences']} lines, "
+          f"{stats['tokens']} tokens, vocabulary {stats['vocabulary']}: "
+          f"{', '.join(f'{n}-grams {c}' for n, c in stats['ngrams'].items())}")
+    print(f"written to {out} (settings in {out}.json)")
+    return 0
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def cmd_lm_tune(args: argparse.Namespace) -> int:
+    from .evaluation import DEFAULT_ALPHAS, DEFAULT_BETAS, tune_weights
+    from .lm import read_sidecar, write_sidecar
+    from .recognition import load
+
+    recognizer = load(args.checkpoint)
+    decoder = recognizer.make_decoder("beam", **{**_decoder_options(args), "alpha": 0.0, "beta": 0.0})
+    samples = _read_samples(args.data)
+    print(f"{'alpha':>6} {'beta':>6} {'CER %':>7} {'WER %':>7}")
+    show = lambda g: print(f"{g['alpha']:6g} {g['beta']:6g} {100 * g['cer']:7.2f} {100 * g['wer']:7.2f}", flush=True)  # noqa: E731
+    report = tune_weights(recognizer, samples, decoder, args.alphas or DEFAULT_ALPHAS, args.betas or DEFAULT_BETAS,
+                          batch_size=args.batch_size, progress=show)
+    best = report["best"]
+    print(f"best: alpha {best['alpha']:g}, beta {best['beta']:g}: CER {100 * best['cer']:.2f}% "
+          f"(greedy {100 * report['greedy']['cer']:.2f}%) on {report['lines']} lines")
+    if args.save:
+        settings = read_sidecar(args.lm)
+        settings.update({"alpha": best["alpha"], "beta": best["beta"],
+                         "tuned": {"checkpoint": args.checkpoint, "data": list(args.data), "lines": report["lines"],
+                                   "beam_width": args.beam_width, "lexicon": args.lexicon,
+                                   "cer": best["cer"], "wer": best["wer"], "greedy_cer": report["greedy"]["cer"]}})
+        print(f"weights stored in {write_sidecar(args.lm, settings)} (used by default with this LM)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate_recognizer, reliability_diagram
+    from .checkpoint import update_metadata
+    from .recognition import load
+
+    recognizer = load(args.checkpoint)
+    report = calibrate_recognizer(recognizer, _read_samples(args.data), args.batch_size, args.bins)
+    print(f"temperature {report['temperature']:.3f} fitted on {report['characters']} characters "
+          f"of {report['lines']} lines")
+    print(f"ECE {100 * report['ece_before']:.2f}% -> {100 * report['ece_after']:.2f}%, "
+          f"NLL {report['nll_before']:.4f} -> {report['nll_after']:.4f}")
+    output = Path(args.output) if args.output else Path(args.checkpoint)
+    stored = {k: report[k] for k in ("temperature", "target", "characters", "lines", "ece_before", "ece_after",
+                                     "nll_before", "nll_after")}
+    backup = update_metadata(args.checkpoint, {"calibration": {**stored, "data": list(args.data)}},
+                             args.output)
+    print(f"temperature stored in {output}" + (f" (original kept as {backup})" if backup else ""))
+    diagram = reliability_diagram(report, args.diagram or output.with_suffix(".reliability.png"))
+    print(f"reliability diagram: {diagram}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -116,10 +268,29 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"validated on {', '.join(training.get('val_data', []))} ({training.get('val_lines')} lines)")
         if training.get("skipped"):
             print(f"skipped      {training['skipped']}")
+    cal = meta.get("calibration")
+    if cal:
+        print(f"calibration  temperature {cal['temperature']:.3f} (ECE {100 * cal['ece_before']:.2f}% -> "
+              f"{100 * cal['ece_after']:.2f}% on {cal['characters']} characters)")
     metrics = meta.get("metrics", {})
     if metrics:
         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         print(f"metrics      {shown}")
+    kd = meta.get("distillation")
+    if kd:
+        t, s = kd["teacher"], kd["settings"]
+        print(f"distilled    from Teacher {t['path']} (sha256 {t['sha256']})")
+        print(f"teacher      preset {t['preset']}, {t['parameters']:,} parameters, {t['charset_size']} characters, "
+              f"epoch {t.get('epoch')}, step {t.get('step')}")
+        if t.get("metrics"):
+            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in t["metrics"].items())
+            print(f"teacher had  {shown}")
+        blank = (f"blank frames (p > {s['blank_threshold']}) weigh {s['blank_weight']}" if s["blank_weight"] != 1
+                 else "no blank down-weighting")
+        stages = f" in {s['alpha_stages']} stages" if s["alpha_schedule"] == "step" else ""
+        print(f"distillation tau {s['temperature']}, CTC weight a(t) {s['alpha_start']} -> {s['alpha_end']} "
+              f"({s['alpha_schedule']}{stages}), feature weight {s['feature_weight']}, {blank}, "
+              f"{kd.get('unlabelled_lines', 0)} unlabelled lines; charset {kd['charset']}")
     return 0
 
 
@@ -132,8 +303,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_decoder_arguments(p: argparse.ArgumentParser, lm_required: bool = False) -> None:
+    from .decoding import DEFAULT_BEAM, DEFAULT_OOV_PENALTY
+
+    g = p.add_argument_group("decoding (docs/decoding.md)")
+    if not lm_required:
+        g.add_argument("--decoder", choices=("greedy", "beam"),
+                       help="greedy best path or prefix beam search (default: beam with --lm/--lexicon, else greedy)")
+    g.add_argument("--beam-width", type=int, default=DEFAULT_BEAM, help=f"beam width (default: {DEFAULT_BEAM})")
+    g.add_argument("--lm", required=lm_required, help="n-gram LM: ARPA file (or KenLM binary with the kenlm module)")
+    g.add_argument("--lm-backend", choices=("auto", "kenlm", "python"), default="auto",
+                   help="LM scorer: kenlm when importable (auto) or the built-in Python one")
+    if not lm_required:
+        g.add_argument("--alpha", type=float, help="LM weight (default: tuned value in LM.json, else 0.5)")
+        g.add_argument("--beta", type=float, help="insertion bonus per LM token (default: LM.json, else 1.0)")
+    g.add_argument("--lexicon", help="word list, one word per line")
+    g.add_argument("--lexicon-mode", choices=("penalty", "strict"), default="penalty",
+                   help="words outside the lexicon: penalised (default) or forbidden")
+    g.add_argument("--oov-penalty", type=float, default=DEFAULT_OOV_PENALTY,
+                   help=f"log-score penalty per out-of-lexicon word (default: {DEFAULT_OOV_PENALTY:g})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .config import add_arguments
+    from .config import SECTIONS, add_arguments
 
     parser = argparse.ArgumentParser(prog="htrjand", description="Handwritten text recognition of line images "
                                      "(HTR-JAND: gated CNN + combined attention + CTC).")
@@ -145,8 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an HTR-JAND model on line images with transcriptions.")
     p.add_argument("--config", help="YAML config file (sections: preset, model, data, train)")
     p.add_argument("--preset", help="architecture preset: teacher (~1.5M) or student (<=0.75M)")
-    add_arguments(p)
+    add_arguments(p, tuple(s for s in SECTIONS if s != "distill"))
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="train a Student from a frozen Teacher (knowledge distillation)",
+                       epilog="Every option can also be set in a YAML config (sections model/data/train/distill); "
+                       "flags override it. See docs/distillation.md.",
+                       description="Train a Student on labelled lines with CTC plus the frame-wise KL to a frozen "
+                       "Teacher's posteriors, weighted by a curriculum a(t) (spec 2.5).")
+    p.add_argument("--config", help="YAML config file (sections: preset, model, data, train, distill)")
+    p.add_argument("--student-preset", metavar="NAME|YAML",
+                   help="Student architecture: a preset name (default: student) or a YAML file of model options")
+    add_arguments(p)
+    p.set_defaults(func=cmd_distill)
 
     for name, help_text, inputs, inputs_help, json_help, func in (
             ("evaluate", "CER/WER of a checkpoint on labelled data", "data",
@@ -159,7 +362,53 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(inputs, nargs="+", help=inputs_help)
         p.add_argument("--json", help=json_help)
         p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
+        _add_decoder_arguments(p)
         p.set_defaults(func=func)
+    sub.choices["recognize"].add_argument("--nbest", type=int, default=5,
+                                          help="candidates kept in the JSON's n-best lists (default: 5)")
+    sub.choices["evaluate"].add_argument("--compare", action="store_true", help="compare greedy, beam, beam + LM "
+                                         "and beam + lexicon (those given) side by side on the same model outputs")
+    sub.choices["evaluate"].add_argument("--corrector", help="also report CER/WER after T5 correction with this "
+                                         "corrector folder (not with --compare; docs/correction.md)")
+
+    p = sub.add_parser("lm", help="build or tune an n-gram language model for beam search")
+    lm_sub = p.add_subparsers(dest="lm_command", required=True)
+    p = lm_sub.add_parser("build", help="train an n-gram LM (modified Kneser-Ney) and write it as ARPA",
+                          description="Train an interpolated modified Kneser-Ney n-gram LM over characters or "
+                          "words. Inputs: text:PATH or *.txt (one line per line) or datasets (their transcriptions).")
+    p.add_argument("text", nargs="+", help="text files (text:PATH or *.txt) or datasets (TSV manifests, folders, "
+                   "FORMAT:PATH?split=..)")
+    p.add_argument("--unit", choices=("char", "word"), default="char", help="tokens (default: char)")
+    p.add_argument("--order", type=int, help="n-gram order (default: 6 for char, 3 for word)")
+    p.add_argument("--out", required=True, help="ARPA file to write (settings go to OUT.json)")
+    p.add_argument("--charset-mapping", default="default",
+                   help="character standardisation as in training: default | none | mapping file (default: default)")
+    p.set_defaults(func=cmd_lm_build)
+    p = lm_sub.add_parser("tune", help="grid-search the LM weight (alpha) and insertion bonus (beta) on "
+                          "validation data", description="Decode validation lines with every (alpha, beta) "
+                          "and print CER; the best pair is stored in LM.json and used by default afterwards.")
+    p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
+    p.add_argument("data", nargs="+", help="validation datasets")
+    p.add_argument("--alphas", type=_floats, help="comma-separated LM weights (default: 0,0.25,0.5,0.75,1,1.5)")
+    p.add_argument("--betas", type=_floats, help="comma-separated insertion bonuses (default: -1,0,1,2,3)")
+    p.add_argument("--no-save", dest="save", action="store_false", help="do not store the best weights in LM.json")
+    p.add_argument("--json", help="write the grid to this JSON file")
+    p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
+    _add_decoder_arguments(p, lm_required=True)
+    p.set_defaults(func=cmd_lm_tune)
+
+    p = sub.add_parser("calibrate", help="fit the confidence temperature on validation data",
+                       description="Fit one temperature T for the character confidences (target: per-character "
+                       "correctness of greedy output aligned to the reference), store it in the checkpoint and "
+                       "draw a reliability diagram. The decoded text never changes.")
+    p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
+    p.add_argument("data", nargs="+", help="validation datasets")
+    p.add_argument("--output", help="write the calibrated checkpoint here (default: in place, original kept as .bak)")
+    p.add_argument("--diagram", help="reliability diagram PNG (default: OUTPUT with .reliability.png)")
+    p.add_argument("--bins", type=int, default=15, help="confidence bins for ECE (default: 15)")
+    p.add_argument("--json", help="write the calibration report to this JSON file")
+    p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("info", help="describe a checkpoint")
     p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
@@ -172,20 +421,219 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+    _add_dataset_commands(sub)
+    _add_corrector_commands(sub)
     return parser
 
 
+def _model_geometry(args: argparse.Namespace):
+    """(charset or None, height, stride, mapping): from --model CKPT when given, else the flags."""
+    from .charmap import CharMapping
+
+    if getattr(args, "model", None):
+        from .recognition import load
+
+        r = load(args.model)
+        return r.charset, r.height, r.stride, r.mapping
+    return None, args.height, args.stride, CharMapping.load(args.mapping)
+
+
+def cmd_dataset_stats(args: argparse.Namespace) -> int:
+    from .datasets import Problems
+    from .datatools import format_stats, read_all, stats
+
+    _, height, stride, mapping = _model_geometry(args)
+    problems = Problems()
+    parts = read_all(args.data, problems, mapping)
+    result = {name: stats(samples, height, stride) for name, samples in parts.items()}
+    if len(parts) > 1:
+        result["all"] = stats([s for samples in parts.values() for s in samples], height, stride)
+    for name, s in result.items():
+        print(format_stats(name, s))
+    if problems:
+        print(problems.summary(), file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def cmd_dataset_validate(args: argparse.Namespace) -> int:
+    from .datasets import Problems
+    from .datatools import read_all, validate
+
+    charset, height, stride, mapping = _model_geometry(args)
+    problems = Problems()
+    samples = [s for part in read_all(args.data, problems, mapping, keep_empty=True).values() for s in part]
+    report = validate(samples, problems, charset, height, stride)
+    for kind, where, message in report.problems:
+        print(f"{where}: {kind}: {message}")
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
+    print(f"{report.lines} lines checked: " + (f"{len(report.problems)} problems ({counts})" if report.problems else "no problems"))
+    if args.json:
+        data = {"lines": report.lines, "counts": dict(report.counts()),
+                "problems": [{"kind": k, "where": w, "message": m} for k, w, m in report.problems]}
+        Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 1 if report.problems else 0
+
+
+def cmd_dataset_extract(args: argparse.Namespace) -> int:
+    from .datasets import Problems
+    from .datatools import extract, read_all
+
+    problems = Problems()
+    samples = [s for part in read_all(args.pages, problems, keep_empty=args.keep_empty).values() for s in part]
+    manifest = extract(samples, Path(args.out), args.height, args.image_format, problems)
+    print(f"{manifest}: {sum(1 for _ in manifest.open(encoding='utf-8'))} lines written")
+    if problems or problems.warnings:
+        print(problems.summary(), file=sys.stderr)
+    return 0
+
+
+def cmd_charset(args: argparse.Namespace) -> int:
+    from .charmap import CharMapping
+    from .datasets import Problems
+    from .datatools import charset_report, format_charset_report, read_all
+
+    charset, mapping = None, CharMapping.load(args.mapping)
+    if args.model:
+        from .recognition import load
+
+        r = load(args.model)
+        charset, mapping = r.charset, (r.mapping if args.mapping == "model" else mapping)
+    problems = Problems()
+    report = charset_report(read_all(args.data, problems), mapping, charset)
+    print(format_charset_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def _add_dataset_commands(sub) -> None:
+    data_help = "datasets: [FORMAT:]PATH[?split=..&name=..] (docs/datasets.md)"
+    p = sub.add_parser("dataset", help="dataset tools: stats, validate, extract")
+    tools = p.add_subparsers(dest="tool", required=True)
+    for name, help_text, func in (("stats", "lines, writers, characters, sizes, CTC feasibility", cmd_dataset_stats),
+                                  ("validate", "list every unusable line with its file and line (exit 1 if any)",
+                                   cmd_dataset_validate)):
+        t = tools.add_parser(name, help=help_text)
+        t.add_argument("data", nargs="+", help=data_help)
+        t.add_argument("--model", help="take height, width stride, charset and mapping from this checkpoint")
+        t.add_argument("--height", type=int, default=64, help="line height of the model (default: 64)")
+        t.add_argument("--stride", type=int, default=8, help="width stride of the model (default: 8)")
+        t.add_argument("--mapping", default="default", help="character mapping: default | none | FILE (default: default)")
+        t.add_argument("--json", help="also write the result to this JSON file")
+        t.set_defaults(func=func)
+    t = tools.add_parser("extract", help="cut the lines of PAGE/ALTO (or any dataset) into images + a TSV manifest")
+    t.add_argument("pages", nargs="+", help="PAGE XML / ALTO files or folders, or any dataset spec")
+    t.add_argument("--out", required=True, help="output folder (gets lines/ and lines.tsv)")
+    t.add_argument("--height", type=int, default=0, help="normalise line height to this (default: 0 = keep)")
+    t.add_argument("--image-format", default="png", choices=["png", "jpg"], help="line image format (default: png)")
+    t.add_argument("--keep-empty", action="store_true", help="also write lines without transcription")
+    t.set_defaults(func=cmd_dataset_extract)
+
+    p = sub.add_parser("charset", help="merged charset of datasets with counts, mapping changes, model coverage")
+    p.add_argument("data", nargs="+", help=data_help)
+    p.add_argument("--mapping", default="default",
+                   help="character mapping: default | none | FILE | model (the --model's own) (default: default)")
+    p.add_argument("--model", help="also list the characters this checkpoint cannot produce")
+    p.add_argument("--json", help="also write the report to this JSON file")
+    p.set_defaults(func=cmd_charset)
+
+
+def cmd_corrector_train(args: argparse.Namespace) -> int:
+    from .correction import TrainSettings, train_corrector
+
+    names = {f for f in TrainSettings.__dataclass_fields__}
+    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    print(json.dumps(train_corrector(settings), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_corrector_apply(args: argparse.Namespace) -> int:
+    from .correction import Corrector, Gate, correct_report, format_correction, read_report, recogniser_charset
+
+    corrector = Corrector.load(args.corrector, device=args.device)
+    _, report = read_report(args.report)
+    gate = Gate(args.gate_abs if args.gate_abs is not None else corrector.gate.absolute,
+                args.gate_rel if args.gate_rel is not None else corrector.gate.relative)
+    charset = recogniser_charset(args.recognizer) if args.recognizer else None
+    out = correct_report(corrector, report, charset=charset, where=args.recognizer or "", gate=gate,
+                         batch_size=args.batch_size, beams=args.beams, report_path=args.report)
+    if isinstance(out, dict):
+        print(format_correction(out))
+    Path(args.out).write_text(json.dumps(out, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(f"corrected report written to {args.out}")
+    return 0
+
+
+def _add_corrector_commands(sub) -> None:
+    from .correction import Gate, TrainSettings
+
+    d = TrainSettings(output="")
+    p = sub.add_parser("corrector", help="context-aware T5 correction of recognised lines: train, apply")
+    tools = p.add_subparsers(dest="tool", required=True)
+    t = tools.add_parser("train", help="train a byte-level T5 corrector (docs/correction.md)",
+                         description="Train on the recogniser's outputs (evaluate --json reports of held-out data) "
+                         "and on text corpora corrupted with its confusion statistics.")
+    t.add_argument("output", help="corrector folder to write")
+    t.add_argument("--reports", nargs="+", default=[], help="`htrjand evaluate --json` reports (real pairs)")
+    t.add_argument("--corpus", dest="corpora", nargs="+", default=[],
+                   help="text corpora: .txt (one line per line, blank line = new page) or TSV manifests")
+    t.add_argument("--init", help="start from a local T5/ByT5/mT5 folder or an existing corrector (never downloads)")
+    t.add_argument("--recognizer", help="checkpoint whose charset the corrector is for (default: the reports' model)")
+    t.add_argument("--resume", action="store_true", help="continue the training state in OUTPUT")
+    for name, typ, help_text in (
+            ("synthetic_ratio", float, "share of synthetic pairs when both kinds exist"),
+            ("noise_scale", float, "multiplies the recogniser's error rates in synthetic noise"),
+            ("base_rate", float, "extra random edits per character in synthetic noise"),
+            ("max_pair_cer", float, "skip real pairs whose line CER is above this"),
+            ("context_chars", int, "characters of the previous/next line in the input (0: none)"),
+            ("max_length", int, "longest input/target in tokens (bytes)"),
+            ("steps", int, "optimiser steps"), ("epochs", float, "passes over the data (overrides --steps)"),
+            ("batch_size", int, "pairs per step"), ("lr", float, "peak learning rate (AdamW)"),
+            ("warmup", int, "warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
+            ("d_model", int, "model width"), ("layers", int, "encoder layers"),
+            ("decoder_layers", int, "decoder layers (default: as --layers)"), ("heads", int, "attention heads"),
+            ("d_ff", int, "feed-forward width"), ("dropout", float, "dropout"),
+            ("val_fraction", float, "share of report pages held out for validation"),
+            ("val_lines", int, "most validation lines"), ("eval_every", int, "validate every N steps (0: at the end)"),
+            ("save_every", int, "write the resumable state every N steps"), ("log_every", int, "log every N steps"),
+            ("gate_abs", int, "default gate: absolute edit bound"), ("gate_rel", float, "default gate: relative bound"),
+            ("seed", int, "random seed"), ("device", str, "auto | cpu | cuda[:N]")):
+        default = getattr(d, name)
+        t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ,
+                       help=f"{help_text} (default: {default if default is not None else 'see help'})")
+    t.set_defaults(func=cmd_corrector_train)
+    a = tools.add_parser("apply", help="correct the lines of an evaluate (or recognize) JSON report")
+    a.add_argument("corrector", help="corrector folder")
+    a.add_argument("report", help="`htrjand evaluate --json` report or `htrjand recognize --json` output")
+    a.add_argument("--out", required=True, help="JSON file to write (lines get `corrected` and `correction`)")
+    a.add_argument("--recognizer", help="checkpoint whose charset limits the output (default: the report's model)")
+    a.add_argument("--gate-abs", type=int, help=f"accept at most max(ABS, REL * len) edits (default: the "
+                   f"corrector's, {Gate.absolute} for new ones)")
+    a.add_argument("--gate-rel", type=float, help=f"see --gate-abs (default: the corrector's, {Gate.relative} for new ones)")
+    a.add_argument("--beams", type=int, default=1, help="beam size (default: 1, greedy)")
+    a.add_argument("--batch-size", type=int, default=32, help="lines per batch (default: 32)")
+    a.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    a.set_defaults(func=cmd_corrector_apply)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .charmap import MappingError
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .datasets import DataError
+    from .decoding import DecodingError
     from .images import ImageError
+    from .lm import LMError
+    from .correction import CorrectionError
 
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, DataError, ImageError) as err:
+    except (CheckpointError, ConfigError, DataError, ImageError, DecodingError, LMError, MappingError,
+            CorrectionError) as err:
         print(f"htrjand: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """Typed run configuration: YAML files plus command-line overrides for every field.
 
-A config has three sections, `model`, `data` and `train`, each a dataclass whose fields carry
-their own help text. The CLI turns every field into a `--flag` (see `add_arguments`).
+A config has the sections `model`, `data`, `train` and `distill`, each a dataclass whose fields
+carry their own help text. The CLI turns every field into a `--flag` (see `add_arguments`).
 """
 from __future__ import annotations
 
@@ -23,9 +23,19 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    train: list[str] = field(default_factory=list, metadata={
-        "help": "training data: TSV manifests (path<TAB>text) or folders of image + .gt.txt"})
-    val: list[str] = field(default_factory=list, metadata={"help": "validation data, same formats"})
+    train: list[Any] = field(default_factory=list, metadata={
+        "help": "training datasets: [FORMAT:]PATH[?split=..&weight=..] each (TSV manifests, image + .gt.txt "
+                "folders, PAGE/ALTO, IAM, RIMES, Bentham, Washington, Saint Gall, HF/Parquet; see docs/datasets.md); "
+                "with weights, batches draw from the datasets in proportion to them"})
+    val: list[Any] = field(default_factory=list, metadata={"help": "validation datasets, same forms"})
+    test: list[Any] = field(default_factory=list, metadata={
+        "help": "test datasets, evaluated with the best checkpoint when training ends (optional)"})
+    charset_mapping: str = field(default="default", metadata={
+        "help": "character standardisation: default | none | a YAML/JSON mapping file (docs/charset.md)"})
+    cache: str = field(default="auto", metadata={
+        "help": "decoded-line cache: auto (memory if it fits in cache_max_gb, else disk) | memory | disk | off"})
+    cache_dir: str = field(default="", metadata={"help": "folder of the disk cache (default: OUTPUT/cache)"})
+    cache_max_gb: float = field(default=4.0, metadata={"help": "largest in-memory cache for cache=auto"})
     batch_size: int = field(default=16, metadata={"help": "lines per batch (upper bound)"})
     max_batch_pixels: int = field(default=0, metadata={
         "help": "also cap padded pixels per batch (0 = no cap); keeps memory flat across widths"})
@@ -64,17 +74,46 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation (spec 2.5, docs/distillation.md): used when `teacher` is set."""
+
+    teacher: str = field(default="", metadata={"help": "Teacher checkpoint to distil from (empty = plain training)"})
+    temperature: float = field(default=2.0, metadata={
+        "help": "softmax temperature tau of the frame-wise KL term (which is scaled by tau^2)"})
+    alpha_start: float = field(default=0.9, metadata={
+        "help": "curriculum: weight a of the CTC term at the start of training (the KD term gets 1 - a)"})
+    alpha_end: float = field(default=0.5, metadata={"help": "curriculum: weight a of the CTC term at the end"})
+    alpha_schedule: str = field(default="linear", metadata={
+        "help": "how a moves from alpha_start to alpha_end over training progress: linear | step"})
+    alpha_stages: int = field(default=3, metadata={
+        "help": "stages of the step schedule (equal parts of training, a evenly spaced from start to end)"})
+    feature_weight: float = field(default=0.0, metadata={
+        "help": "beta of the feature loss: MSE between the projected Student and the Teacher attention "
+                "outputs, through a learned projection (0 = off)"})
+    blank_threshold: float = field(default=0.95, metadata={
+        "help": "frames where the Teacher's blank posterior exceeds this are blank frames (see blank_weight)"})
+    blank_weight: float = field(default=1.0, metadata={
+        "help": "weight of blank frames in the KD frame mean (1 = no down-weighting, 0 = ignore them)"})
+    unlabelled: list[Any] = field(default_factory=list, metadata={
+        "help": "extra datasets learnt from the Teacher only (KD term; their text is ignored; folders may "
+                "hold bare images), given like training data"})
+    student_charset: str = field(default="data", metadata={
+        "help": "Student charset: data (from the training text; Teacher columns mapped onto it) | teacher"})
+
+
+@dataclass
 class Config:
     preset: str = "teacher"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "distill": DistillConfig}
 
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:
@@ -126,7 +165,7 @@ def _apply(section: Any, values: dict, where: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, dict] | None = None,
-                preset_name: str | None = None) -> Config:
+                preset_name: str | None = None, default_preset: str = "teacher") -> Config:
     """Config from defaults <- preset <- YAML file <- overrides (`{"train": {"lr": 1e-3}}`)."""
     raw: dict = {}
     if path:
@@ -143,7 +182,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict] | Non
         if unknown:
             raise ConfigError(f"{path}: unknown sections {', '.join(sorted(unknown))}")
     overrides = overrides or {}
-    name = preset_name or overrides.get("preset") or raw.get("preset") or "teacher"
+    name = preset_name or overrides.get("preset") or raw.get("preset") or default_preset
     try:
         cfg = Config(preset=name, model=preset(name))
     except ValueError as err:

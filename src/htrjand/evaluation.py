@@ -1,32 +1,37 @@
-"""Evaluation: recognise labelled lines and report corpus CER/WER per dataset (spec 2.8)."""
+"""Evaluation: recognise labelled lines and report corpus CER/WER per dataset (spec 2.8); compare
+decoders on the same model outputs; tune the LM weights of beam search."""
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
 from .datasets import Sample
-from .metrics import ErrorCounter
-from .recognition import Recognizer
+from .decoding import Decoder, DecodingError
+from .metrics import ErrorCounter, ErrorTotals
+from .recognition import LineOutput, Recognizer
 
 
-def evaluate(recognizer: Recognizer, samples: Sequence[Sample], batch_size: int = 16) -> dict:
+def evaluate(recognizer: Recognizer, samples: Sequence[Sample], batch_size: int = 16,
+             decoder: Decoder | None = None) -> dict:
     """Report with overall and per-dataset CER/WER, lines/s, and the worst lines."""
     started = time.perf_counter()
-    results = recognizer.recognize(list(samples), batch_size=batch_size)
+    results = recognizer.recognize(list(samples), batch_size=batch_size, decoder=decoder)
     seconds = time.perf_counter() - started
     counter = ErrorCounter()
     lines, unreadable = [], 0
     for s, r in zip(samples, results):
         if r.error:
             unreadable += 1  # an unreadable image counts as an empty hypothesis
-        counter.add(s.text, r.text, s.dataset)
-        lines.append({"image": r.source, "dataset": s.dataset, "reference": s.text,
+        reference = recognizer.mapping.apply(s.text, s.dataset)
+        counter.add(reference, r.text, s.dataset)
+        lines.append({"image": r.source, "dataset": s.dataset, "group": s.group, "reference": reference,
                       "hypothesis": r.text, "confidence": round(r.confidence, 4), "error": r.error})
     return {
         "overall": counter.total.as_dict(),
         "datasets": {name: t.as_dict() for name, t in sorted(counter.per_dataset.items())},
         "unreadable_images": unreadable,
         "lines_per_second": len(samples) / seconds if seconds > 0 else None,
+        "decoder": (decoder or recognizer.decoder).name,
         "model": {"path": recognizer.meta.get("path", ""), "preset": recognizer.meta.get("preset", ""),
                   "parameters": recognizer.parameters},
         "lines": lines,
@@ -46,5 +51,79 @@ def format_report(report: dict) -> str:
     if report.get("unreadable_images"):
         lines.append(f"{report['unreadable_images']} images could not be read (counted as empty output)")
     if report.get("lines_per_second"):
-        lines.append(f"{report['lines_per_second']:.1f} lines/s")
+        lines.append(f"{report['lines_per_second']:.1f} lines/s" + (f" ({report['decoder']})" if report.get("decoder") else ""))
     return "\n".join(lines)
+
+
+def _decode_all(recognizer: Recognizer, samples: Sequence[Sample], outputs: list[LineOutput],
+                decoder: Decoder) -> tuple[ErrorCounter, float]:
+    counter = ErrorCounter()
+    started = time.perf_counter()
+    for s, o in zip(samples, outputs):
+        counter.add(recognizer.mapping.apply(s.text, s.dataset), recognizer.result(o, decoder=decoder).text,
+                    s.dataset)
+    return counter, time.perf_counter() - started
+
+
+def compare(recognizer: Recognizer, samples: Sequence[Sample], decoders: Sequence[Decoder],
+            batch_size: int = 16) -> dict:
+    """CER/WER and decoding speed of several decoders on the same model outputs (the model runs once)."""
+    started = time.perf_counter()
+    outputs = recognizer.forward(list(samples), batch_size=batch_size)
+    forward = time.perf_counter() - started
+    rows = []
+    for decoder in decoders:
+        counter, seconds = _decode_all(recognizer, samples, outputs, decoder)
+        rows.append({"decoder": decoder.name, **counter.total.as_dict(),
+                     "datasets": {n: t.as_dict() for n, t in sorted(counter.per_dataset.items())},
+                     "decoding_seconds": seconds,
+                     "decoding_lines_per_second": len(samples) / seconds if seconds > 0 else None,
+                     "lines_per_second": len(samples) / (forward + seconds) if forward + seconds > 0 else None})
+    return {"lines": len(samples), "model_seconds": forward,
+            "unreadable_images": sum(o.error is not None for o in outputs),
+            "model": {"path": recognizer.meta.get("path", ""), "preset": recognizer.meta.get("preset", ""),
+                      "parameters": recognizer.parameters}, "decoders": rows}
+
+
+def format_comparison(report: dict) -> str:
+    rows = [("decoder", "CER %", "WER %", "decoding lines/s", "total lines/s")]
+    for r in report["decoders"]:
+        rows.append((r["decoder"], f"{100 * r['cer']:.2f}", f"{100 * r['wer']:.2f}",
+                     f"{r['decoding_lines_per_second']:.1f}" if r["decoding_lines_per_second"] else "-",
+                     f"{r['lines_per_second']:.1f}" if r["lines_per_second"] else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
+    lines.append(f"{report['lines']} lines; the model itself took {report['model_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+DEFAULT_BETAS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+def tune_weights(recognizer: Recognizer, samples: Sequence[Sample], decoder: Decoder,
+                 alphas: Sequence[float] = DEFAULT_ALPHAS, betas: Sequence[float] = DEFAULT_BETAS,
+                 batch_size: int = 16, progress=None) -> dict:
+    """Grid search of the LM weight alpha and the insertion bonus beta of a beam `decoder` with an
+    LM: CER for every setting (ties broken by WER), the best setting, and greedy CER for reference."""
+    scorer = decoder.scorer
+    if decoder.kind != "beam" or scorer is None or scorer.lm is None:
+        raise DecodingError("tuning needs a beam decoder with a language model (--lm)")
+    outputs = recognizer.forward(list(samples), batch_size=batch_size)
+    greedy, _ = _decode_all(recognizer, samples, outputs, recognizer.decoder)
+    grid: list[dict] = []
+    for alpha in alphas:
+        for beta in betas:
+            scorer.alpha, scorer.beta = float(alpha), float(beta)
+            counter, seconds = _decode_all(recognizer, samples, outputs, decoder)
+            t: ErrorTotals = counter.total
+            grid.append({"alpha": float(alpha), "beta": float(beta), "cer": t.cer, "wer": t.wer,
+                         "seconds": seconds})
+            if progress:
+                progress(grid[-1])
+    best = min(grid, key=lambda g: (g["cer"], g["wer"]))
+    scorer.alpha, scorer.beta = best["alpha"], best["beta"]
+    decoder.name = decoder.describe()
+    return {"lines": len(samples), "greedy": {"cer": greedy.total.cer, "wer": greedy.total.wer},
+            "grid": grid, "best": best, "decoder": decoder.name}

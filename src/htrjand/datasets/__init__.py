@@ -6,18 +6,20 @@ the first whose `detect` accepts a path reads it when the spec gives no format.
 """
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
-from . import folder, manifest
+from . import alto, bentham, folder, hf, iam, manifest, pagexml, rimes, saintgall, washington
 from .sample import DataError, LineCrop, Problems, Sample
 from .spec import DatasetSpec, parse_spec
 
-__all__ = ["DataError", "DatasetSpec", "LineCrop", "Problems", "READERS", "Sample", "detect_format",
+__all__ = ["DataError", "DatasetSpec", "LineCrop", "Problems", "READERS", "Sample", "detect_format", "spec_of",
            "parse_spec", "read_dataset", "read_datasets"]
 
-READERS: dict[str, ModuleType] = {m.FORMAT: m for m in (manifest, folder)}
+READERS: dict[str, ModuleType] = {m.FORMAT: m for m in (iam, rimes, bentham, washington, saintgall, hf,
+                                                          pagexml, alto, manifest, folder)}
 
 
 def spec_of(value: str | Path | dict | DatasetSpec) -> DatasetSpec:
@@ -27,7 +29,7 @@ def spec_of(value: str | Path | dict | DatasetSpec) -> DatasetSpec:
 
 def detect_format(path: Path) -> str:
     """The first registered format whose `detect` accepts `path`."""
-    if not path.exists():
+    if not path.exists() and not glob.has_magic(str(path)):  # a glob (pages/*.xml) is detected too
         raise DataError(f"{path}: no such manifest, folder or file")
     for name, reader in READERS.items():
         if reader.detect(path):

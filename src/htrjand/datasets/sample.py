@@ -61,22 +61,35 @@ class Sample:
 
 @dataclass
 class Problems:
-    """Skipped samples with the reason, counted by kind for the run summary."""
+    """Input problems, counted by kind for the run summary: `add` records a skipped sample, `warn`
+    a repaired one that was kept (e.g. a self-intersecting polygon replaced by its hull)."""
 
-    entries: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, where, message)
+    entries: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, where, message): skipped
+    warnings: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, where, message): kept
 
     def add(self, kind: str, where: str, message: str) -> None:
         self.entries.append((kind, where, message))
         log.warning("%s: %s (skipped)", where, message)
 
+    def warn(self, kind: str, where: str, message: str) -> None:
+        self.warnings.append((kind, where, message))
+        log.warning("%s: %s (kept)", where, message)
+
     def counts(self) -> Counter:
         return Counter(kind for kind, _, _ in self.entries)
+
+    def warning_counts(self) -> Counter:
+        return Counter(kind for kind, _, _ in self.warnings)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def summary(self) -> str:
-        if not self.entries:
-            return "no samples skipped"
-        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts().items()))
-        return f"{len(self.entries)} samples skipped: {parts}"
+        parts = []
+        if self.entries:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts().items()))
+            parts.append(f"{len(self.entries)} samples skipped: {kinds}")
+        if self.warnings:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.warning_counts().items()))
+            parts.append(f"{len(self.warnings)} samples repaired and kept: {kinds}")
+        return "; ".join(parts) or "no samples skipped"

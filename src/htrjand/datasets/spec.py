@@ -23,7 +23,7 @@ class DatasetSpec:
     format: str = "auto"
     split: str = ""
     name: str = ""
-    weight: float = 1.0
+    weight: float | None = None  # sampling weight; None everywhere = every line once per epoch
     keep_empty: bool = False  # keep lines without transcription (recognition of PAGE/ALTO pages)
     options: dict[str, str] = field(default_factory=dict)
 
@@ -32,7 +32,7 @@ class DatasetSpec:
 
     def __str__(self) -> str:
         query = {k: v for k, v in (("split", self.split), ("name", self.name)) if v}
-        if self.weight != 1.0:
+        if self.weight is not None:
             query["weight"] = f"{self.weight:g}"
         query.update({k: str(v) for k, v in self.options.items()})
         text = str(self.path) if self.format == "auto" else f"{self.format}:{self.path}"
@@ -63,12 +63,14 @@ def parse_spec(value: str | Path | dict | DatasetSpec, formats: tuple[str, ...] 
     fmt = str(raw.get("format", "auto")).lower()
     if formats and fmt != "auto" and fmt not in formats:
         raise DataError(f"{raw['path']}: unknown dataset format {fmt!r} (known: {', '.join(formats)})")
-    try:
-        weight = float(raw.get("weight", 1.0))
-    except (TypeError, ValueError):
-        raise DataError(f"{raw['path']}: dataset weight {raw.get('weight')!r} is not a number") from None
-    if not weight > 0:
-        raise DataError(f"{raw['path']}: dataset weight must be positive, got {weight}")
+    weight = raw.get("weight")
+    if weight is not None:
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise DataError(f"{raw['path']}: dataset weight {weight!r} is not a number") from None
+        if not weight > 0:
+            raise DataError(f"{raw['path']}: dataset weight must be positive, got {weight}")
     keep_empty = str(raw.get("keep_empty", "false")).lower() in ("1", "true", "yes", "on")
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
     return DatasetSpec(Path(str(raw["path"])).expanduser(), fmt, str(raw.get("split", "") or ""),

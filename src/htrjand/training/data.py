@@ -3,24 +3,22 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..augment import Augmenter
-from ..charset import Charset
+from ..charset import Charset, ctc_frames_needed
 from ..datasets import Problems, Sample
+from .linecache import LineCache, choose_mode, report_failures
 from ..images import ImageError, WidthBucketSampler, image_width, load_line, normalize_height, pad_batch, to_ink
 
 log = logging.getLogger("htrjand")
-
-
-def ctc_frames_needed(labels: list[int]) -> int:
-    """Frames CTC needs for a label: its length plus one blank between each repeated pair."""
-    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
 
 
 def _name(s: Sample) -> str:
@@ -32,6 +30,29 @@ class PreparedSamples:
     samples: list[Sample]
     widths: list[int]
     unknown: Counter  # unknown characters (of skipped samples) with counts
+    cache: LineCache | None = None  # decoded lines, same order as `samples`
+
+    def select(self, keep: list[int]) -> "PreparedSamples":
+        return PreparedSamples([self.samples[i] for i in keep], [self.widths[i] for i in keep], self.unknown)
+
+
+def cache_lines(prepared: PreparedSamples, height: int, max_width: int, mode: str, folder: Path,
+                max_gb: float, workers: int, problems: Problems) -> PreparedSamples:
+    """Decode every line once into a `LineCache` (mode auto/memory/disk; off returns `prepared`);
+    lines that fail to decode are recorded in `problems` and dropped. Widths become exact."""
+    mode = choose_mode(mode, prepared.widths, height, max_gb)
+    if mode == "off" or not prepared.samples:
+        return prepared
+    started = time.perf_counter()
+    cache, errors = LineCache.build(prepared.samples, height, max_width, mode, folder, max(1, workers))
+    keep = report_failures(prepared.samples, errors, problems)
+    out = prepared.select(keep)
+    if len(keep) < len(prepared.samples):
+        cache = LineCache(cache.buffer, cache.offsets[keep], cache.widths[keep], height)
+    out.cache, out.widths = cache, [int(w) for w in cache.widths]
+    log.info("line cache (%s): %d lines, %.0f MB, %.1f s", mode, len(keep), cache.nbytes / 2**20,
+             time.perf_counter() - started)
+    return out
 
 
 def prepare_samples(samples: list[Sample], charset: Charset, height: int, stride: int,
@@ -78,7 +99,7 @@ class LineDataset(Dataset):
 
     def __init__(self, prepared: PreparedSamples, charset: Charset, height: int, max_width: int, stride: int,
                  augment: float = 0.0, seed: int = 0):
-        self.samples, self.widths = prepared.samples, prepared.widths
+        self.samples, self.widths, self.cache = prepared.samples, prepared.widths, prepared.cache
         self.charset, self.height, self.max_width, self.seed = charset, height, max_width, seed
         self.stride = stride
         self.augmenter = Augmenter(augment) if augment > 0 else None
@@ -89,11 +110,14 @@ class LineDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         s = self.samples[index]
-        try:
-            gray = normalize_height(load_line(s.image, s.crop, s.source), self.height, max_width=self.max_width)
-        except ImageError as err:
-            log.warning("%s: %s (skipped)", s.source, err)
-            return None
+        if self.cache is not None:
+            gray = self.cache[index]
+        else:
+            try:
+                gray = normalize_height(load_line(s.image, s.crop, s.source), self.height, max_width=self.max_width)
+            except ImageError as err:
+                log.warning("%s: %s (skipped)", s.source, err)
+                return None
         labels = self.charset.encode(s.text, skip_unknown=True)
         if self.augmenter is not None:
             self.augmenter.pipeline.set_random_seed(hash((self.seed, epoch, index)) & 0x7FFFFFFF)
@@ -136,7 +160,7 @@ class LineDataModule(L.LightningDataModule):
 
     def __init__(self, train: PreparedSamples, val: PreparedSamples, charset: Charset, height: int,
                  stride: int, batch_size: int, max_batch_pixels: int, workers: int, augment: float,
-                 max_width: int, seed: int):
+                 max_width: int, seed: int, groups: list[int] | None = None, shares: list[float] | None = None):
         super().__init__()
         self.train_set = LineDataset(train, charset, height, max_width, stride, augment, seed)
         self.val_set = LineDataset(val, charset, height, max_width, stride, 0.0, seed)
@@ -144,6 +168,7 @@ class LineDataModule(L.LightningDataModule):
         self.batch_size, self.max_batch_pixels, self.height = batch_size, max_batch_pixels or None, height
         self.workers, self.seed = workers, seed
         self.resume_epoch, self.resume_batches = 0, 0
+        self.groups, self.shares = groups, shares  # weighted multi-dataset sampling (training only)
 
     def resume_from(self, epoch: int, completed_batches: int) -> None:
         """Continue a training epoch after `completed_batches` (set from a checkpoint)."""
@@ -152,8 +177,11 @@ class LineDataModule(L.LightningDataModule):
     def _loader(self, dataset: LineDataset, shuffle: bool) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
+        weighted = shuffle and self.shares is not None
         sampler = EpochTaggedSampler(dataset.widths, self.batch_size, self.max_batch_pixels, self.height,
-                                     shuffle=shuffle, seed=self.seed, rank=rank, num_replicas=world)
+                                     shuffle=shuffle, seed=self.seed, rank=rank, num_replicas=world,
+                                     groups=self.groups if weighted else None,
+                                     shares=self.shares if weighted else None)
         if shuffle:
             sampler.epoch, sampler.skip_batches = self.resume_epoch, self.resume_batches
             if self.resume_batches >= len(sampler):  # checkpoint written at the end of that epoch

@@ -76,23 +76,26 @@ class HTRModule(L.LightningModule):
             self._errors.add(s.text, decoded.text, s.dataset)
 
     def on_validation_epoch_end(self) -> None:
-        t = self._errors.total
-        sums = torch.tensor([t.char_errors, t.chars, t.word_errors, t.words], dtype=torch.float64,
+        # error sums of all datasets (row 0: all of them), summed over ranks: corpus CER/WER per dataset
+        names = sorted({s.dataset for s in self.trainer.datamodule.val_set.samples}) if self._trainer else []
+        rows = [self._errors.total] + [self._errors.per_dataset[n] for n in names]
+        sums = torch.tensor([[t.char_errors, t.chars, t.word_errors, t.words] for t in rows], dtype=torch.float64,
                             device=self.device)
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        cer = float(sums[0] / sums[1].clamp_min(1))
-        wer = float(sums[2] / sums[3].clamp_min(1))
-        self.log("val_cer", cer, prog_bar=True, sync_dist=False, rank_zero_only=False)
-        self.log("val_wer", wer, sync_dist=False, rank_zero_only=False)
-        if self.trainer.world_size == 1:
-            for name, totals in self._errors.per_dataset.items():
-                self.log(f"val_cer/{name}", totals.cer)
+        cer = sums[:, 0] / sums[:, 1].clamp_min(1)
+        wer = sums[:, 2] / sums[:, 3].clamp_min(1)
+        self.log("val_cer", float(cer[0]), prog_bar=True, sync_dist=False, rank_zero_only=False)
+        self.log("val_wer", float(wer[0]), sync_dist=False, rank_zero_only=False)
+        if len(names) > 1:
+            for i, name in enumerate(names, 1):
+                self.log(f"val_cer/{name}", float(cer[i]), sync_dist=False, rank_zero_only=False)
+                self.log(f"val_wer/{name}", float(wer[i]), sync_dist=False, rank_zero_only=False)
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
         opt = self.train_options
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
+        for name, p in self.named_parameters():  # the model and any trained extras (distillation projection)
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.get("weight_decay", 0.01)},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=opt.get("lr", 1e-3))

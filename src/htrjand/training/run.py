@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -16,9 +17,11 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ..charset import Charset
 from ..checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
 from ..config import Config, ConfigError
-from ..datasets import Problems, read_datasets
+from ..charmap import CharMapping, MappingError
+from ..datasets import DatasetSpec, Problems, Sample, read_dataset, read_datasets, spec_of
 from ..model import ModelConfig, count_parameters
-from .data import LineDataModule, prepare_samples
+from .data import LineDataModule, cache_lines, prepare_samples
+from .distill import Distillation
 from .module import HTRModule
 
 log = logging.getLogger("htrjand")
@@ -58,6 +61,32 @@ def _resume_path(cfg: Config) -> str | None:
     return cfg.train.resume
 
 
+def _load_mapping(value: str) -> CharMapping:
+    try:
+        return CharMapping.load(value)
+    except MappingError as err:
+        raise ConfigError(str(err)) from None
+
+
+def standardize(samples: list[Sample], mapping: CharMapping, problems: Problems) -> list[Sample]:
+    """Samples with the character mapping applied to their text; lines it empties are skipped."""
+    kept = []
+    for s in samples:
+        text = mapping.apply(s.text, s.dataset)
+        if text:
+            kept.append(s if text == s.text else replace(s, text=text))
+        else:
+            problems.add("empty transcription", s.source, "transcription is empty after character mapping")
+    return kept
+
+
+def _share_table(specs: list[DatasetSpec], shares: list[float] | None) -> dict[str, float] | None:
+    if shares is None:
+        return None
+    total = sum(shares)
+    return {str(spec): round(share / total, 4) for spec, share in zip(specs, shares)}
+
+
 def train(cfg: Config) -> dict:
     """Train a model as `cfg` says; returns (and writes to OUTPUT/summary.json) the run summary."""
     if not cfg.data.train:
@@ -69,15 +98,27 @@ def train(cfg: Config) -> dict:
     started = time.time()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    problems = Problems()
-    train_samples = read_datasets(cfg.data.train, problems)
-    val_samples = read_datasets(cfg.data.val, problems)
-    if not train_samples:
-        raise ConfigError(f"no usable training lines in {', '.join(cfg.data.train)}")
-
     resume = _resume_path(cfg)
-    if resume:
-        ckpt = read_checkpoint(resume)
+    ckpt = read_checkpoint(resume) if resume else None
+    mapping = (CharMapping.from_dict(ckpt["hyper_parameters"]["htrjand"].get("charset_mapping")) if ckpt
+               else _load_mapping(cfg.data.charset_mapping))
+
+    problems = Problems()
+    train_specs = [spec_of(v) for v in cfg.data.train]
+    val_specs = [spec_of(v) for v in cfg.data.val]
+    test_specs = [spec_of(v) for v in cfg.data.test]
+    origin: dict[int, int] = {}  # id(sample) -> index of its training spec, for weighted sampling
+    train_samples = []
+    for i, spec in enumerate(train_specs):
+        part = standardize(read_dataset(spec, problems), mapping, problems)
+        origin.update((id(s), i) for s in part)
+        train_samples += part
+    raw_val = read_datasets(val_specs, problems)
+    val_samples = standardize(raw_val, mapping, problems)
+    if not train_samples:
+        raise ConfigError(f"no usable training lines in {', '.join(map(str, train_specs))}")
+
+    if ckpt:
         stored = ckpt["hyper_parameters"]
         charset = Charset(stored["charset"])
         cfg.preset = stored.get("preset") or cfg.preset
@@ -88,24 +129,44 @@ def train(cfg: Config) -> dict:
         log.info("resuming from %s (epoch %s, step %s)", resume, ckpt.get("epoch"), ckpt.get("global_step"))
     else:
         charset = Charset.from_texts(s.text for s in train_samples)
+    kd = Distillation.setup(cfg, charset, ckpt, resume)  # None unless distilling (docs/distillation.md)
+    if kd:
+        charset = kd.charset
+        for spec, part in kd.unlabelled(problems):  # KD-only datasets: their own sampling group
+            origin.update((id(s), len(train_specs)) for s in part)
+            train_specs.append(spec)
+            train_samples += part
 
     stride = cfg.model.width_stride
     train_set = prepare_samples(train_samples, charset, cfg.model.height, stride, cfg.data.max_width, problems)
     val_set = prepare_samples(val_samples, charset, cfg.model.height, stride, cfg.data.max_width, problems,
                               training=False)
+    cache_args = (cfg.model.height, cfg.data.max_width, cfg.data.cache,
+                  Path(cfg.data.cache_dir) if cfg.data.cache_dir else out / "cache",
+                  cfg.data.cache_max_gb, cfg.data.workers, problems)
+    train_set = cache_lines(train_set, *cache_args)
+    val_set = cache_lines(val_set, *cache_args)
     if not train_set.samples:
         raise ConfigError(f"every training line was skipped: {problems.summary()}")
     if not val_set.samples:
         raise ConfigError(f"every validation line was skipped: {problems.summary()}")
 
-    info = {"train_data": list(cfg.data.train), "val_data": list(cfg.data.val),
+    weights = [spec.weight for spec in train_specs]
+    shares = [w if w is not None else 1.0 for w in weights] if any(w is not None for w in weights) else None
+    groups = [origin[id(s)] for s in train_set.samples] if shares else None
+    info = {"train_data": [str(v) for v in train_specs], "val_data": [str(v) for v in val_specs],
             "train_lines": len(train_set.samples), "val_lines": len(val_set.samples),
-            "skipped": dict(problems.counts()), "datasets": sorted({s.dataset for s in train_set.samples})}
-    module = HTRModule(cfg.model.to_dict(), charset.to_list(), train=vars(cfg.train).copy(),
-                       data=vars(cfg.data).copy(), preset=cfg.preset, htrjand={"training": info})
+            "skipped": dict(problems.counts()), "datasets": sorted({s.dataset for s in train_set.samples}),
+            "sampling_shares": _share_table(train_specs, shares)}
+    make_module = kd.module_for(train_set) if kd else HTRModule
+    module = make_module(cfg.model.to_dict(), charset.to_list(), train=vars(cfg.train).copy(),
+                         data=vars(cfg.data).copy(), preset=cfg.preset,
+                         htrjand={"training": info, "charset_mapping": mapping.to_dict()})
     data = LineDataModule(train_set, val_set, charset, cfg.model.height, stride, cfg.data.batch_size,
                           cfg.data.max_batch_pixels, cfg.data.workers, cfg.data.augment, cfg.data.max_width,
-                          cfg.train.seed)
+                          cfg.train.seed, groups, shares)
+    if kd:
+        kd.check_outputs(data)  # a Teacher that gives NaN is refused before training
 
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val_cer", mode="min", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
@@ -143,11 +204,43 @@ def train(cfg: Config) -> dict:
         "unknown_characters": {"train": dict(train_set.unknown), "val": dict(val_set.unknown)},
         "seconds": round(time.time() - started, 1),
     }
+    if kd:
+        summary["distillation"] = kd.summary()
+    if trainer.is_global_zero and (out / "best.ckpt").is_file():
+        summary["report"] = final_report(out / "best.ckpt", raw_val, test_specs, out, cfg.data.batch_size)
     if trainer.is_global_zero:
         tmp = out / ".summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, out / "summary.json")
     return summary
+
+
+def final_report(checkpoint: Path, val: list[Sample], test_specs: list[DatasetSpec], out: Path,
+                 batch_size: int) -> dict:
+    """The best checkpoint evaluated on validation (and test) data, a row per dataset, written to
+    OUTPUT/report.json and OUTPUT/report.md."""
+    from ..evaluation import evaluate, format_report
+    from ..recognition import load
+
+    recognizer = load(checkpoint)
+    parts = {"val": val}
+    if test_specs:
+        parts["test"] = read_datasets(test_specs, Problems())
+    report, markdown = {}, [f"# Report of {checkpoint}", ""]
+    for name, samples in parts.items():
+        result = evaluate(recognizer, samples, batch_size=batch_size)
+        report[name] = {"overall": result["overall"], "datasets": result["datasets"],
+                        "lines_per_second": result["lines_per_second"]}
+        markdown += [f"## {name}", "", "| dataset | lines | chars | CER % | WER % |", "|---|---|---|---|---|"]
+        rows = list(result["datasets"].items()) + [("all", result["overall"])]
+        markdown += [f"| {n} | {t['lines']} | {t['chars']} | {100 * t['cer']:.2f} | {100 * t['wer']:.2f} |"
+                     for n, t in rows] + [""]
+        log.info("%s:\n%s", name, format_report(result))
+    for suffix, text in (("json", json.dumps(report, indent=2, ensure_ascii=False)), ("md", "\n".join(markdown))):
+        tmp = out / f".report.{suffix}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / f"report.{suffix}")
+    return report
 
 
 class _LastCheckpoint(L.Callback):
