@@ -7,8 +7,8 @@ temperature is fitted on `--val` and ECE is measured on the test lines (held out
 An LM is given with `--lm`, or built here with `--lm-text` (a character LM, `--lm-order`).
 Writes benchmarks/results/decoding.{json,md}.
 
-    python benchmarks/decoding.py CKPT --data TEST... --val VAL... [--lm LM.arpa | --lm-text TEXT...]
-        [--lexicon WORDS.txt] [--beam-width 16] [--threads 2] [--lines 0]
+    python benchmarks/decoding.py CKPT --data TEST... --val VAL... [--lm LM.arpa | --lm-text TEXT...] [--tune]
+        [--lexicon WORDS.txt | --lexicon-text TEXT...] [--beam-width 16] [--threads 2] [--lines 0]
 """
 from __future__ import annotations
 
@@ -49,9 +49,18 @@ def to_markdown(report: dict) -> str:
                     f"{r['decoding_lines_per_second']:.1f} | {ratio:.1f} | {r['lines_per_second']:.1f} |")
     cal = report["calibration"]
     lm = report.get("lm") or {}
-    lm_line = (f"LM: {lm.get('path', '')} ({lm.get('unit', '?')} {lm.get('order', '?')}-gram"
-               + (f", built here from {', '.join(lm['sources'])}" if lm.get("built_here") else "")
-               + (f", alpha {lm['alpha']:g}, beta {lm['beta']:g}" if "alpha" in lm else "") + ")") if lm else "LM: none"
+    weights = f", alpha {lm['alpha']:g}, beta {lm['beta']:g}" if "alpha" in lm else ""
+    if report.get("tuning"):
+        weights += " (tuned on the validation lines over a 3 x 3 grid)"
+    if lm.get("lexicon_words"):
+        weights += f"; lexicon: the {lm['lexicon_words']} words of the LM text"
+    if not lm:
+        lm_line = "LM: none"
+    elif lm.get("built_here"):
+        lm_line = (f"LM: {lm['unit']} {lm['order']}-gram ({lm['smoothing']}) built here from "
+                   f"{', '.join(lm['sources'])}{weights}.")
+    else:
+        lm_line = f"LM: {lm['path']} ({lm.get('unit', '?')} {lm.get('order', '?')}-gram{weights})."
     return "\n".join([
         "# Decoding: greedy vs beam vs beam + LM", "",
         f"{report['date']}, {report['cpu']}, {report['threads']} threads, torch {report['torch']}; checkpoint "
@@ -78,7 +87,9 @@ def main() -> None:
     parser.add_argument("--lm-order", type=int, default=6)
     parser.add_argument("--alpha", type=float)
     parser.add_argument("--beta", type=float)
-    parser.add_argument("--lexicon")
+    parser.add_argument("--lexicon", help="word list")
+    parser.add_argument("--lexicon-text", nargs="+", help="make the word list from the words of these texts/datasets")
+    parser.add_argument("--tune", action="store_true", help="tune alpha/beta on --val first (small grid)")
     parser.add_argument("--beam-width", type=int, default=16)
     parser.add_argument("--lines", type=int, default=0, help="use only the first N test lines (0 = all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -91,7 +102,7 @@ def main() -> None:
     from htrjand import load
     from htrjand.calibration import CalibrationSet, calibrate_recognizer, nll, reliability
     from htrjand.datasets import Problems
-    from htrjand.evaluation import compare
+    from htrjand.evaluation import compare, tune_weights
     from htrjand.lm import build_lm, corpus_lines, read_sidecar, write_sidecar
 
     torch.set_num_threads(args.threads)
@@ -107,15 +118,27 @@ def main() -> None:
         lm_info = {**stats, "sources": args.lm_text, "built_here": True}
     if lm_path:
         lm_info = {**read_sidecar(lm_path), **lm_info, "path": args.lm or "(built here)"}
+    lexicon = args.lexicon
+    if args.lexicon_text:
+        words = sorted({w for line in corpus_lines(args.lexicon_text, Problems()) for w in line.split()})
+        lexicon = str(Path(tmp.name) / "lexicon.txt")
+        Path(lexicon).write_text("\n".join(words) + "\n", encoding="utf-8")
+        lm_info["lexicon_words"] = len(words)
     options = {"beam_width": args.beam_width, "alpha": args.alpha, "beta": args.beta}
+    tuning = None
+    if lm_path and args.tune:
+        decoder = recognizer.make_decoder("beam", lm=lm_path, beam_width=args.beam_width)
+        tuning = tune_weights(recognizer, val, decoder, (0.25, 0.5, 1.0), (0.0, 1.0, 2.0), batch_size=args.batch)
+        options.update(alpha=tuning["best"]["alpha"], beta=tuning["best"]["beta"])
+        print(f"tuned on {len(val)} val lines: alpha {options['alpha']:g}, beta {options['beta']:g}", flush=True)
     decoders = [recognizer.make_decoder("greedy"), recognizer.make_decoder("beam", **options)]
     if lm_path:
         decoders.append(recognizer.make_decoder("beam", lm=lm_path, **options))
         lm_info.update(alpha=decoders[-1].scorer.alpha, beta=decoders[-1].scorer.beta)
-    if args.lexicon:
-        decoders.append(recognizer.make_decoder("beam", lexicon=args.lexicon, **options))
+    if lexicon:
+        decoders.append(recognizer.make_decoder("beam", lexicon=lexicon, **options))
         if lm_path:
-            decoders.append(recognizer.make_decoder("beam", lm=lm_path, lexicon=args.lexicon, **options))
+            decoders.append(recognizer.make_decoder("beam", lm=lm_path, lexicon=lexicon, **options))
     started = time.perf_counter()
     result = compare(recognizer, test, decoders, batch_size=args.batch)
     for row in result["decoders"]:
@@ -135,7 +158,7 @@ def main() -> None:
                    "nll_before": nll(before, held_out.correct), "nll_after": nll(after, held_out.correct)}
     report = {"date": datetime.date.today().isoformat(), "cpu": cpu_model(), "threads": args.threads,
               "torch": torch.__version__, "checkpoint": args.checkpoint, "parameters": recognizer.parameters,
-              "data": args.data, "val": args.val, "lm": lm_info, "calibration": calibration,
+              "data": args.data, "val": args.val, "lm": lm_info, "tuning": tuning, "calibration": calibration,
               "seconds": time.perf_counter() - started, **result,
               "command": "python benchmarks/decoding.py " + " ".join(sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)

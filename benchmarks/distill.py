@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from htrjand.recognition import load
     from htrjand.training import train
 
+    from htrjand.cli import _setup_logging
+
+    _setup_logging(verbose=False)
     torch.set_num_threads(args.threads)
     try:
         runs = {}

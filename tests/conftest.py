@@ -1,7 +1,12 @@
 """Shared fixtures: the real datasets when present, and small rendered ones otherwise."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tiny test models run several times faster on one thread than on two contending ones; subprocesses
+# (the DDP test) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -9,6 +14,13 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 TINY_MODEL = {"channels": [8, 12, 16, 16, 16, 16], "d_model": 32, "heads": 2, "blocks": 1,
               "dropout": 0.0, "cnn_dropout": 0.0}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ from PIL import Image
 pytest.importorskip("transformers")
 
 from htrjand.cli import main  # noqa: E402
-from htrjand.correction import (ByteTokenizer, Correction, CorrectionError, Corrector, Gate, NoiseModel,  # noqa: E402
-                                TrainSettings, correct_report, edit_blocks, model_input, neighbours, page_key,
-                                report_lines, train_corrector)
+from htrjand.correction import (ByteTokenizer, CorrectionError, Corrector, Gate, correct_report,  # noqa: E402
+                                model_input, neighbours, page_key, report_lines)
+from htrjand.training.corrector import NoiseModel, TrainSettings, edit_blocks, train_corrector  # noqa: E402
 
 WORDS = "the old moment summer memory".split()
 TINY = {"d_model": 32, "heads": 4, "d_ff": 64, "layers": 2, "dropout": 0.0, "device": "cpu"}
@@ -237,6 +237,22 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_init_from_a_local_t5_folder(tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    T5ForConditionalGeneration(T5Config(vocab_size=384, d_model=24, d_kv=8, d_ff=48, num_layers=1, num_heads=3,
+                                        decoder_start_token_id=0)).save_pretrained(tmp_path / "t5")
+    report, corpus = write_toy_data(tmp_path, pages=3, corpus_lines=10)
+    summary = train_corrector(TrainSettings(output=str(tmp_path / "c"), reports=[str(report)], init=str(tmp_path / "t5"),
+                                            steps=2, **MICRO))
+    assert summary["steps"] == 2
+    corrector = Corrector.load(tmp_path / "c")
+    assert corrector.model.config.d_model == 24 and corrector.tokenizer.kind == "bytes"
+    assert len(corrector.correct(["the rnan"])) == 1
+    with pytest.raises(CorrectionError, match="--init folder not found"):
+        train_corrector(TrainSettings(output=str(tmp_path / "d"), reports=[str(report)], init=str(tmp_path / "no")))
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_charset_mismatch_is_refused(trained, tmp_path):
@@ -280,7 +296,8 @@ def test_bad_input_gives_clear_errors(trained, tmp_path, capsys, monkeypatch):
     assert main(["corrector", "apply", str(broken), str(report), "--out", str(tmp_path / "o.json")]) == 2
     assert "corrector.json: unreadable corrector description" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"lines": 3}')
-    assert main(["corrector", "apply", str(root / "model"), str(tmp_path / "bad.json"), "--out", "x.json"]) == 2
+    assert main(["corrector", "apply", str(root / "model"), str(tmp_path / "bad.json"), "--out",
+                 str(tmp_path / "x.json")]) == 2
     assert "bad.json: not an htrjand report" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(CorrectionError, match=r"pip install 'htrjand\[t5\]'"):

@@ -69,3 +69,31 @@ def test_extract_real_alto_pages_to_a_manifest(shared_data, tmp_path):
     first = np.asarray(Image.open(extracted[1].image))
     assert first.shape[0] == 64 and first.shape[1] > 300
     assert first[:, :3].min() == 255 or first.mean() > 200  # margins are paper, the line is mostly paper
+
+
+def _untrained_checkpoint(path):
+    """A valid checkpoint of an untrained tiny model (recognition output is arbitrary but well-formed)."""
+    from htrjand.checkpoint import FORMAT, FORMAT_VERSION, atomic_save
+    from htrjand.model import HTRNet, ModelConfig
+
+    from conftest import TINY_MODEL
+
+    chars = list("abcdefghij ")
+    config = ModelConfig.from_dict(TINY_MODEL)
+    model = HTRNet(config, len(chars) + 1)
+    atomic_save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                 "hyper_parameters": {"model": config.to_dict(), "charset": chars, "preset": "",
+                                      "htrjand": {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                                  "charset": chars}}}, path)
+    return path
+
+
+def test_recognize_reads_every_page_line_in_reading_order(shared_data, tmp_path, capsys):
+    page = shared_data / "pages" / "page" / "hooker_JDH_2_16_151_001.xml"
+    ckpt = _untrained_checkpoint(tmp_path / "m.ckpt")
+    transcribed = read_dataset(page)
+    assert main(["recognize", str(ckpt), str(page), "--json", str(tmp_path / "r.json")]) == 0
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert len(results) == len(transcribed) + 6  # the 6 lines without transcription are read too
+    lines = [int(r["image"].rsplit(":", 1)[1]) for r in results]
+    assert lines == sorted(lines) and all(r["image"].startswith(str(page)) for r in results)

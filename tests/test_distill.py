@@ -162,10 +162,11 @@ def test_distilled_student_reaches_the_teachers_accuracy(teacher, lines8, tmp_pa
     (a = 0: it never sees the labels), reads the lines as well as its Teacher.
 
     (A Student trained alone for the same steps was not a stable comparison on eight memorised
-    lines: depending on the step count it ends above or below the distilled one.)"""
+    lines: at 60 and 80 steps it read worse than the distilled one (74% vs 60%, 21% vs 5% CER), at
+    100 steps in another setting better, so the test does not compare them.)"""
     path, t_summary = teacher
     assert t_summary["best_val_cer"] < 0.05
-    summary = train(_config(lines8, tmp_path / "kd", STUDENT, epochs=80, val_every=40, distill={
+    summary = train(_config(lines8, tmp_path / "kd", STUDENT, epochs=100, val_every=50, distill={
         "teacher": str(path), "alpha_start": 0.0, "alpha_end": 0.0, "temperature": 1.0}))
     assert summary["parameters"] < t_summary["parameters"] / 3
     assert summary["best_val_cer"] <= t_summary["best_val_cer"] + 0.05
@@ -209,7 +210,8 @@ def test_cli_distill_end_to_end_records_the_teacher(teacher, lines8, tmp_path, c
     assert main(["info", str(out / "best.ckpt")]) == 0
     info = capsys.readouterr().out
     assert f"distilled    from Teacher {path.resolve()}" in info and record["teacher"]["sha256"] in info
-    assert f"{t_summary['parameters']:,} parameters" in info and "teacher had" in info and "val_cer" in info.split("teacher had")[1]
+    assert f"{t_summary['parameters']:,} parameters" in info
+    assert "val_cer" in next(line for line in info.splitlines() if line.startswith("teacher had"))
     assert "CTC weight a(t) 0.9 -> 0.5 (step in 2 stages)" in info and "weigh 0.5" in info
     assert main(["info", "--json", str(out / "best.ckpt")]) == 0
     assert json.loads(capsys.readouterr().out)["distillation"]["teacher"]["preset"] == t_summary["preset"]
@@ -225,6 +227,13 @@ def test_distill_help_and_missing_teacher(capsys, tmp_path, lines8):
         assert flag in text
     assert main(["distill", "--train", str(lines8), "--val", str(lines8)]) == 2
     assert "distill needs a Teacher: give --teacher" in capsys.readouterr().err
+    assert main(["distill", "--train", str(lines8), "--val", str(lines8), "--resume", "auto",
+                 "--output", str(tmp_path / "fresh")]) == 2  # nothing to resume: still needs a Teacher
+    assert "distill needs a Teacher" in capsys.readouterr().err
+    cfg_file = tmp_path / "kd.yaml"
+    cfg_file.write_text("distill: {teacher: t.ckpt, temperature: 3, unlabelled: [a, b]}\n")
+    cfg = load_config(cfg_file)
+    assert cfg.distill.temperature == 3.0 and cfg.distill.unlabelled == ["a", "b"] and cfg.distill.alpha_end == 0.5
     missing = tmp_path / "nowhere.ckpt"
     assert main(["distill", "--teacher", str(missing), "--train", str(lines8), "--val", str(lines8),
                  "--output", str(tmp_path / "o"), "--workers", "0"]) == 2
@@ -272,7 +281,8 @@ def test_teacher_charset_mismatch_errors_and_subset_mapping(teacher, lines8, tmp
 
     drop = next(c for c in chars if c != " ")
     other = _edited_teacher(path, tmp_path / "other.ckpt", "".join(c for c in chars if c != drop) + "Ω")
-    with pytest.raises(ConfigError, match=rf"other.ckpt: the Teacher's charset does not fit.*lacks '{drop}'.*lacks 'Ω'"):
+    mismatch = rf"other.ckpt: the Teacher's charset does not fit.*lacks '{re.escape(drop)}'.*'Ω'"
+    with pytest.raises(ConfigError, match=mismatch):
         train(_config(lines8, tmp_path / "o", STUDENT, distill={"teacher": str(other)}))
     # ... unless the Student takes the Teacher's charset: lines with the dropped character are then skipped
     summary = train(_config(lines8, tmp_path / "t", STUDENT, epochs=1,

@@ -64,11 +64,12 @@ def _student_preset(value: str | None, overrides: dict) -> str | None:
 def cmd_distill(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config, overrides_from_args
     from .training import train
+    from .training.run import _resume_path
 
     overrides = overrides_from_args(args)
     preset_name = _student_preset(args.student_preset, overrides)
     cfg = load_config(args.config, overrides, preset_name, default_preset="student")
-    if not cfg.distill.teacher and not cfg.train.resume:
+    if not cfg.distill.teacher and not _resume_path(cfg):  # a resumed distillation knows its Teacher
         raise ConfigError("distill needs a Teacher: give --teacher CKPT (or distill.teacher in the config)")
     summary = train(cfg)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -125,13 +126,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _expand_images(inputs: list[str]) -> list[str]:
+def _expand_images(inputs: list[str]) -> list:
+    """Image paths, folders of images, and PAGE/ALTO files (or `page:`/`alto:` specs), whose lines are
+    read in reading order, transcribed or not."""
+    from .datasets import Problems, read_dataset, spec_of
     from .datasets.folder import IMAGE_SUFFIXES
 
-    images: list[str] = []
+    images: list = []
     for item in inputs:
-        p = Path(item)
-        if p.is_dir():
+        p, spec = Path(item), spec_of(item)
+        if spec.format in ("page", "alto") or (p.is_file() and p.suffix.lower() == ".xml"):
+            spec.keep_empty = True
+            problems = Problems()
+            images += read_dataset(spec, problems)
+            if problems or problems.warnings:
+                print(f"{item}: {problems.summary()}", file=sys.stderr)
+        elif p.is_dir():
             images += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         else:
             images.append(item)
@@ -355,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("evaluate", "CER/WER of a checkpoint on labelled data", "data",
              "TSV manifests or folders of image + .gt.txt",
              "also write the full report (with every line) to this JSON file", cmd_evaluate),
-            ("recognize", "read line images", "images", "line images or folders of them",
+            ("recognize", "read line images", "images", "line images, folders of them, or PAGE/ALTO files",
              "write results (text, confidences) to this JSON file", cmd_recognize)):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
@@ -541,7 +551,7 @@ def _add_dataset_commands(sub) -> None:
 
 
 def cmd_corrector_train(args: argparse.Namespace) -> int:
-    from .correction import TrainSettings, train_corrector
+    from .training.corrector import TrainSettings, train_corrector
 
     names = {f for f in TrainSettings.__dataclass_fields__}
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names and v is not None})
@@ -567,7 +577,8 @@ def cmd_corrector_apply(args: argparse.Namespace) -> int:
 
 
 def _add_corrector_commands(sub) -> None:
-    from .correction import Gate, TrainSettings
+    from .correction import Gate
+    from .training.corrector import TrainSettings
 
     d = TrainSettings(output="")
     p = sub.add_parser("corrector", help="context-aware T5 correction of recognised lines: train, apply")

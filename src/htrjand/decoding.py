@@ -424,7 +424,9 @@ class Decoder:
         else:
             hyps = beam_search(log_probs, self.beam_width, self.scorer, self.nbest, self.token_min_logp)
             labels = hyps[0].labels
-            spans = align(log_probs, labels)
+            best_path, spans = greedy_path(log_probs)
+            if best_path != labels:  # else the best path is also the text's best alignment
+                spans = align(log_probs, labels)
             text = self.charset.decode(labels)
             nbest = [Candidate(self.charset.decode(h.labels), h.score, h.acoustic, h.lm) for h in hyps]
         probs = np.exp(log_softmax(logits / temperature)) if temperature != 1.0 else np.exp(log_probs)

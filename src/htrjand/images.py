@@ -185,6 +185,9 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
         self.height, self.shuffle, self.seed = height, shuffle, seed
         self.rank, self.num_replicas = rank, num_replicas
         self.epoch, self.skip_batches = 0, 0
+        # Lightning advances the epoch of `loader.sampler` and `loader.batch_sampler.sampler`, not of
+        # the batch sampler itself: pointing `sampler` at ourselves makes it call our `set_epoch`.
+        self.sampler = self
         self.members: list[list[int]] = []
         self.shares = list(shares) if shares is not None else None
         if self.shares is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..charset import normalize_text
-from .idlists import image_index, read_id_list
+from .idlists import image_index, select_listed, text_lines
 from .sample import DataError, Problems, Sample
 from .spec import DatasetSpec
 
@@ -81,20 +81,8 @@ def decode(encoded: str, piece: Callable[[str], str]) -> str:
 
 def read_transcriptions(path: Path, problems: Problems) -> dict[str, Record]:
     """Records of transcription.txt by line id, in file order; malformed ones go to `problems`."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read transcription file ({err.strerror})") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
     records: dict[str, Record] = {}
-    for lineno, raw_line in enumerate(raw.splitlines(), 1):
-        where = f"{path}:{lineno}"
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            problems.add("undecodable line", where, f"not UTF-8 (byte {err.start})")
-            continue
+    for lineno, where, line in text_lines(path, problems, "transcription file"):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -113,24 +101,8 @@ def read_transcriptions(path: Path, problems: Problems) -> dict[str, Record]:
 
 
 def select(records: dict[str, Record], list_path: Path, problems: Problems) -> list[Record]:
-    """Records named by a split list, in its order; an entry may be a line id or a page id (all
-    lines of the page). An entry naming neither goes to `problems` with the list's file:line."""
-    if not list_path.is_file():
-        raise DataError(f"{list_path}: split list not found")
-    by_page: dict[str, list[Record]] = {}
-    for record in records.values():
-        by_page.setdefault(record.page_id, []).append(record)
-    chosen: dict[str, Record] = {}
-    for entry, lineno in read_id_list(list_path):
-        if entry in records:
-            chosen.setdefault(entry, records[entry])
-        elif entry in by_page:
-            for record in by_page[entry]:
-                chosen.setdefault(record.line_id, record)
-        else:
-            problems.add("unknown split id", f"{list_path}:{lineno}",
-                         f"{entry!r} names no line or page of the transcription file")
-    return list(chosen.values())
+    """Records named by a split list (line ids or page ids), in its order."""
+    return select_listed(records, lambda r: r.page_id, list_path, problems, "page of the transcription file")
 
 
 def split_file(split: str, where: Path) -> str:

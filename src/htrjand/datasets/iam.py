@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..charset import normalize_text
-from .idlists import first_existing, read_id_list, unescape_entities
+from .idlists import first_existing, select_listed, text_lines, unescape_entities
 from .sample import DataError, Problems, Sample
 from .spec import DatasetSpec
 
@@ -84,18 +84,8 @@ def _root(lines_txt: Path) -> Path:
 
 def read_lines_txt(path: Path, problems: Problems) -> dict[str, Line]:
     """Records of lines.txt by line id, in file order; malformed records go to `problems`."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read IAM lines.txt ({err.strerror})") from None
     lines: dict[str, Line] = {}
-    for lineno, raw_line in enumerate(raw.splitlines(), 1):
-        where = f"{path}:{lineno}"
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            problems.add("undecodable line", where, f"not UTF-8 (byte {err.start})")
-            continue
+    for lineno, where, line in text_lines(path, problems, "IAM lines.txt"):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split(maxsplit=8)
@@ -174,19 +164,7 @@ def split_list(spec: DatasetSpec, root: Path) -> Path | None:
 
 
 def _select(lines: dict[str, Line], list_path: Path, problems: Problems) -> list[Line]:
-    by_form: dict[str, list[Line]] = {}
-    for line in lines.values():
-        by_form.setdefault(line.form_id, []).append(line)
-    chosen: dict[str, Line] = {}
-    for entry, lineno in read_id_list(list_path):
-        if entry in lines:
-            chosen.setdefault(entry, lines[entry])
-        elif entry in by_form:
-            for line in by_form[entry]:
-                chosen.setdefault(line.line_id, line)
-        else:
-            problems.add("unknown split id", f"{list_path}:{lineno}", f"{entry!r} names no line or form of lines.txt")
-    return list(chosen.values())
+    return select_listed(lines, lambda line: line.form_id, list_path, problems, "form of lines.txt")
 
 
 def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:

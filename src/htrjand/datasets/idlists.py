@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from .sample import DataError, Problems
 
@@ -33,6 +34,47 @@ def read_id_list(path: Path) -> list[tuple[str, int]]:
         if fields and not fields[0].startswith("#"):
             ids.append((fields[0], lineno))
     return ids
+
+
+def text_lines(path: Path, problems: Problems, what: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, "file:line", text) of each line of a UTF-8 text file (BOM dropped); a line that is not UTF-8
+    goes to `problems` and is skipped. An unreadable file raises `DataError` naming `what` it is."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read {what} ({err.strerror})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    for lineno, raw_line in enumerate(raw.splitlines(), 1):
+        where = f"{path}:{lineno}"
+        try:
+            yield lineno, where, raw_line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems.add("undecodable line", where, f"not UTF-8 (byte {err.start})")
+
+
+Record = TypeVar("Record")
+
+
+def select_listed(records: dict[str, Record], group_of: Callable[[Record], str], list_path: Path,
+                  problems: Problems, group_name: str) -> list[Record]:
+    """Records named by a split list, in its order. An entry is a record id or a group id (a form or
+    page: all its records); one naming neither goes to `problems` with the list's file:line."""
+    if not list_path.is_file():
+        raise DataError(f"{list_path}: split list not found")
+    groups: dict[str, list[Record]] = {}
+    for key, record in records.items():
+        groups.setdefault(group_of(record), []).append((key, record))
+    chosen: dict[str, Record] = {}
+    for entry, lineno in read_id_list(list_path):
+        if entry in records:
+            chosen.setdefault(entry, records[entry])
+        elif entry in groups:
+            for key, record in groups[entry]:
+                chosen.setdefault(key, record)
+        else:
+            problems.add("unknown split id", f"{list_path}:{lineno}", f"{entry!r} names no line or {group_name}")
+    return list(chosen.values())
 
 
 def first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:

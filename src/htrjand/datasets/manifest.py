@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..charset import normalize_text
-from .sample import DataError, Problems, Sample
+from .idlists import text_lines
+from .sample import Problems, Sample
 from .spec import DatasetSpec
 
 FORMAT = "manifest"
@@ -21,22 +22,10 @@ def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
 
 def read_manifest(path: Path, problems: Problems, name: str | None = None) -> list[Sample]:
     """Samples of `path`; malformed lines are recorded in `problems` and skipped."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read manifest ({err.strerror})") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
     dataset = name or path.parent.name or path.stem
     root = path.parent
     samples = []
-    for lineno, raw_line in enumerate(raw.splitlines(), 1):
-        where = f"{path}:{lineno}"
-        try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            problems.add("undecodable line", where, f"not UTF-8 (byte {err.start})")
-            continue
+    for _, where, line in text_lines(path, problems, "manifest"):
         if not line.strip() or line.startswith("#"):
             continue
         if "\t" not in line:

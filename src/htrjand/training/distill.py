@@ -230,7 +230,7 @@ class Distillation:
         resumed distillation given no Teacher continues with the settings it was started with."""
         stored = (checkpoint or {}).get("hyper_parameters", {}).get("htrjand", {}).get("distillation")
         if stored and not cfg.distill.teacher:
-            cfg.distill = _settings(stored["settings"])
+            cfg.distill = _settings({**stored["settings"], "teacher": stored["teacher"]["path"]})
             log.info("resuming a distillation from %s", cfg.distill.teacher)
         d = cfg.distill
         if not d.teacher:

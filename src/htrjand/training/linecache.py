@@ -51,6 +51,7 @@ class LineCache:
     """Normalised uint8 line images `[height, width_i]` addressed by sample index."""
 
     def __init__(self, buffer: np.ndarray, offsets: np.ndarray, widths: np.ndarray, height: int):
+        buffer.flags.writeable = False  # lines are shared views: nothing may change them in place
         self.buffer, self.offsets, self.widths, self.height = buffer, offsets, widths, height
 
     def __len__(self) -> int:

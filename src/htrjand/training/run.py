@@ -13,9 +13,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..charset import Charset
-from ..checkpoint import AtomicCheckpointIO, CheckpointError, read_checkpoint
+from ..checkpoint import CheckpointError, atomic_save, read_checkpoint
 from ..config import Config, ConfigError
 from ..charmap import CharMapping, MappingError
 from ..datasets import DatasetSpec, Problems, Sample, read_dataset, read_datasets, spec_of
@@ -241,6 +242,13 @@ def final_report(checkpoint: Path, val: list[Sample], test_specs: list[DatasetSp
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out / f"report.{suffix}")
     return report
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that never leaves a half-written file behind."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        atomic_save(checkpoint, path)
 
 
 class _LastCheckpoint(L.Callback):
