@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -60,16 +61,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     samples, charset, problems, n_pages = load(args.data, args.limit)
+    load_before = os.getloadavg()[0]
     rows = [epochs(samples, charset, problems, cache, args.workers, augment)
             for augment in args.augment for cache in ("off", "memory")]
     result = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-              "workers": args.workers, "lines": len(samples), "page_lines": n_pages * 10, "rows": rows}
+              "workers": args.workers, "lines": len(samples), "page_lines": n_pages * 10, "rows": rows,
+              "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data_loading.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     md = [f"# Data loading: epoch time with and without the line cache ({result['date']})", "",
           f"{len(samples)} training lines (copiste + hooker train, plus {n_pages} real PAGE/ALTO page lines x10, "
           f"cut and masked from their pages), batch 16, {args.workers} loader workers, no model; "
-          "both settings measured in one run (`python benchmarks/data_loading.py`).", "",
+          "both settings measured in one run (`python benchmarks/data_loading.py`); 1-minute load average "
+          f"{result['load_average'][0]} at the start and {result['load_average'][1]} at the end (2 cores).", "",
           "| augment | cache | setup s (decode once) | epoch 1 s | epoch 2 s | cache MB | epoch 2 speed-up |",
           "|---|---|---|---|---|---|---|"]
     for augment in args.augment:

@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -30,6 +31,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _command(argv: list[str]) -> str:
+    """The command line, without the (long) text of --note."""
+    shown = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--note":
+            arg = "..."
+        shown.append(arg)
+    return "python benchmarks/decoding.py " + shlex.join(shown)
 
 
 def read(specs: list[str], limit: int):
@@ -53,7 +64,7 @@ def to_markdown(report: dict) -> str:
     if report.get("tuning"):
         weights += " (tuned on the validation lines over a 3 x 3 grid)"
     if lm.get("lexicon_words"):
-        weights += f"; lexicon: the {lm['lexicon_words']} words of the LM text"
+        weights += f"; lexicon: the {lm['lexicon_words']} words of {', '.join(lm['lexicon_sources'])}"
     if not lm:
         lm_line = "LM: none"
     elif lm.get("built_here"):
@@ -66,9 +77,12 @@ def to_markdown(report: dict) -> str:
         f"{report['date']}, {report['cpu']}, {report['threads']} threads, torch {report['torch']}; checkpoint "
         f"`{report['checkpoint']}` ({report['parameters']:,} parameters); {report['lines']} test lines from "
         f"{', '.join(report['data'])}.", "",
+        *([report["note"], ""] if report.get("note") else []),
         *rows, "",
         f"The model itself took {report['model_seconds']:.1f} s for the {report['lines']} lines "
-        f"({report['lines'] / report['model_seconds']:.1f} lines/s); decoding speeds exclude it.", "",
+        f"({report['lines'] / report['model_seconds']:.1f} lines/s); decoding speeds exclude it. Each decoder ran "
+        "once over the lines; on a busy shared machine repeated runs can differ by half or more, so read the "
+        "speeds as rough ratios.", "",
         lm_line, "",
         f"Calibration: temperature {cal['temperature']:.3f} fitted on {cal['fit_characters']} characters of "
         f"{', '.join(report['val'])}; on the test lines ECE {100 * cal['ece_before']:.2f}% -> "
@@ -94,6 +108,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=0, help="use only the first N test lines (0 = all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--note", default="", help="a sentence on the model and data, printed in the report")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
 
@@ -123,7 +138,7 @@ def main() -> None:
         words = sorted({w for line in corpus_lines(args.lexicon_text, Problems()) for w in line.split()})
         lexicon = str(Path(tmp.name) / "lexicon.txt")
         Path(lexicon).write_text("\n".join(words) + "\n", encoding="utf-8")
-        lm_info["lexicon_words"] = len(words)
+        lm_info.update(lexicon_words=len(words), lexicon_sources=args.lexicon_text)
     options = {"beam_width": args.beam_width, "alpha": args.alpha, "beta": args.beta}
     tuning = None
     if lm_path and args.tune:
@@ -135,6 +150,10 @@ def main() -> None:
     if lm_path:
         decoders.append(recognizer.make_decoder("beam", lm=lm_path, **options))
         lm_info.update(alpha=decoders[-1].scorer.alpha, beta=decoders[-1].scorer.beta)
+        wider = recognizer.make_decoder("beam", lm=lm_path, **options)
+        wider.token_min_logp = -8.0  # the pruning threshold's effect on CER and speed
+        wider.name = wider.describe()
+        decoders.append(wider)
     if lexicon:
         decoders.append(recognizer.make_decoder("beam", lexicon=lexicon, **options))
         if lm_path:
@@ -160,7 +179,7 @@ def main() -> None:
               "torch": torch.__version__, "checkpoint": args.checkpoint, "parameters": recognizer.parameters,
               "data": args.data, "val": args.val, "lm": lm_info, "tuning": tuning, "calibration": calibration,
               "seconds": time.perf_counter() - started, **result,
-              "command": "python benchmarks/decoding.py " + " ".join(sys.argv[1:])}
+              "note": args.note, "command": _command(sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "decoding.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     (args.out / "decoding.md").write_text(to_markdown(report), encoding="utf-8")

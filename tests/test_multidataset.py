@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from htrjand.config import load_config
-from htrjand.datasets import DataError, LineCrop, Problems, Sample, read_dataset, spec_of
+from htrjand.datasets import DataError, LineCrop, Sample, spec_of
 from htrjand.demo import make_dataset
 from htrjand.images import WidthBucketSampler, load_line, normalize_height
 from htrjand.training import train

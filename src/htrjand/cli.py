@@ -39,18 +39,11 @@ def _student_preset(value: str | None, overrides: dict) -> str | None:
     `model:` section and an optional base `preset:`); the file's options go under the flags'."""
     if not value or not (value.endswith((".yaml", ".yml")) or Path(value).is_file()):
         return value
-    import yaml
-
-    from .config import ConfigError
+    from .config import ConfigError, read_yaml
     from .model import ModelConfig
 
     path = Path(value)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: Student config not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    raw = read_yaml(path, "Student config")
     model = raw.get("model", {k: v for k, v in raw.items() if k != "preset"}) if isinstance(raw, dict) else None
     if not isinstance(model, dict):
         raise ConfigError(f"{path}: a Student config must be a mapping of model options")

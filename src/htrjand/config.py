@@ -164,18 +164,25 @@ def _apply(section: Any, values: dict, where: str) -> None:
         setattr(section, key, _convert(value, known[key].type, f"{where}.{key}"))
 
 
+def read_yaml(path: Path, what: str = "config file"):
+    """The YAML document of `path` ({} when empty); clear `ConfigError`s naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read {what} ({err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, dict] | None = None,
                 preset_name: str | None = None, default_preset: str = "teacher") -> Config:
     """Config from defaults <- preset <- YAML file <- overrides (`{"train": {"lr": 1e-3}}`)."""
     raw: dict = {}
     if path:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raw = read_yaml(path, "config file")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a mapping with model/data/train sections")
         unknown = set(raw) - {"preset", *SECTIONS}

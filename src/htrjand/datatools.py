@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Sequence

@@ -9,11 +9,11 @@ per-character frame spans, confidences and positions.
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ DEFAULT_BEAM = 16
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 1.0
 DEFAULT_OOV_PENALTY = 5.0
-TOKEN_MIN_LOGP = -8.0  # characters below this log posterior in a frame are not tried by beam search
+TOKEN_MIN_LOGP = -5.0  # characters below this log posterior in a frame are not tried by beam search
 PRUNE_LOGP = 20.0  # prefixes scoring this much below the frame's best are dropped
 
 
@@ -145,6 +145,7 @@ def _logaddexp(a: float, b: float) -> float:
 # ---- language scoring -----------------------------------------------------------------------------
 
 _MISSING = object()
+_first = itemgetter(0)
 
 
 class LanguageScorer:
@@ -308,11 +309,10 @@ def beam_search(log_probs: np.ndarray, beam_width: int = DEFAULT_BEAM, scorer: L
                     nxt[child] = [NEG_INF, p]
                 else:
                     centry[1] = _logaddexp(centry[1], p)
-        scored = [(_logaddexp(v[0], v[1]) + n.bonus, i, n, v) for i, (n, v) in enumerate(nxt.items())]
-        if len(scored) > beam_width:
-            scored = heapq.nlargest(beam_width, scored)
-        best = max(scored)[0]
-        beam = {n: v for score, _, n, v in scored if score >= best - prune_logp}
+        scored = [(_logaddexp(v[0], v[1]) + n.bonus, n, v) for n, v in nxt.items()]
+        scored.sort(key=_first, reverse=True)
+        floor = scored[0][0] - prune_logp
+        beam = {n: v for score, n, v in scored[:beam_width] if score >= floor}
     finished, unfinished = [], []
     for node, (pb, pnb) in beam.items():
         acoustic = _logaddexp(pb, pnb)
@@ -402,7 +402,8 @@ class Decoder:
     def describe(self) -> str:
         if self.kind == "greedy":
             return "greedy"
-        parts = [f"beam {self.beam_width}"]
+        parts = [f"beam {self.beam_width}" + (f" (characters above e^{self.token_min_logp:g})"
+                                              if self.token_min_logp != TOKEN_MIN_LOGP else "")]
         s = self.scorer
         if s is not None and s.lm is not None:
             parts.append(f"{s.lm.unit} {s.lm.order}-gram LM (alpha {s.alpha:g}, beta {s.beta:g})")

@@ -25,7 +25,8 @@ from ..checkpoint import atomic_save
 from ..correction import (BYTE_VOCAB, EOS, FORMAT, FORMAT_VERSION, META_FILE, PAD, ByteTokenizer, Correction,
                           CorrectionError, Corrector, Gate, _device, _model_path, _tokenizer_for, _transformers,
                           encode_input, neighbours, page_key, read_report, recogniser_charset)
-from ..datasets import Problems
+from ..datasets import DataError, Problems
+from ..datasets.idlists import text_lines
 
 log = logging.getLogger("htrjand")
 
@@ -141,21 +142,13 @@ def read_corpus(path: str | Path, problems: Problems) -> list[tuple[str, str]]:
     """(line, page key) of a text corpus: a TSV manifest (`image<TAB>text`; pages from the image
     names) or a plain text file (one line per line; a blank line starts a new page)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise CorrectionError(f"{path}: cannot read corpus ({err.strerror or err})") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
     manifest = path.suffix.lower() in (".tsv", ".tab")
     lines, page = [], 0
-    for lineno, raw_line in enumerate(raw.splitlines(), 1):
-        where = f"{path}:{lineno}"
-        try:
-            text = raw_line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            problems.add("undecodable line", where, f"not UTF-8 (byte {err.start})")
-            continue
+    try:
+        records = list(text_lines(path, problems, "corpus"))
+    except DataError as err:
+        raise CorrectionError(str(err)) from None
+    for _, where, text in records:
         if manifest:
             if not text.strip() or text.startswith("#"):
                 continue
