@@ -156,6 +156,7 @@ def test_recognize_api_accepts_paths_pil_and_arrays(rendered, tmp_path):
 
 
 def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
+    torch.set_num_threads(2)  # a larger model than the other tests: both cores pay off here
     manifest = tmp_path / "h32.tsv"
     lines = (shared_data / "hooker" / "train.tsv").read_text(encoding="utf-8").splitlines()[:32]
     manifest.write_text("\n".join(f"{shared_data / 'hooker'}/{line}" for line in lines) + "\n", encoding="utf-8")
@@ -172,6 +173,7 @@ def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
     assert score < 0.05, score
     assert summary["best_val_cer"] < 0.05
     assert summary["steps"] < 400  # stopped early on reaching the target CER
+    torch.set_num_threads(1)
 
 
 def test_ddp_on_two_cpu_processes(rendered, tmp_path):
