@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..augment import Augmenter
 from ..charset import Charset, ctc_frames_needed
 from ..datasets import Problems, Sample
-from .linecache import LineCache, choose_mode, report_failures
 from ..images import ImageError, WidthBucketSampler, image_width, load_line, normalize_height, pad_batch, to_ink
+from .linecache import LineCache, choose_mode, report_failures
 
 log = logging.getLogger("htrjand")
 
