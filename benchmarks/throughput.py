@@ -55,7 +55,7 @@ def measure(phase: str, preset_name: str, data: Path, n: int, threads: int, batc
         model.train()
 
         def step(items):
-            images, widths = pad_batch([a for a, _ in items], model.config.width_stride)
+            images, widths = (torch.from_numpy(a) for a in pad_batch([a for a, _ in items], model.config.width_stride))
             targets = torch.tensor([c for _, label in items for c in label])
             lengths = torch.tensor([len(label) for _, label in items])
             logits, frames = model(images, widths)

@@ -4,7 +4,8 @@ from PIL import Image
 
 from htrjand.charset import Charset
 from htrjand.datasets import DataError, Problems, read_dataset
-from htrjand.images import ImageError, WidthBucketSampler, load_gray, pad_batch, preprocess
+from htrjand.images import ImageError, load_gray, pad_batch, preprocess
+from htrjand.training.sampler import WidthBucketSampler
 from htrjand.training.data import ctc_frames_needed, prepare_samples
 
 

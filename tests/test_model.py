@@ -99,11 +99,19 @@ def test_light_first_block_halves_resolution_before_the_gated_conv():
     x, widths = block(torch.rand(2, 1, 64, 40), torch.tensor([40, 24]))
     assert x.shape == (2, 8, 32, 20) and widths.tolist() == [20, 12]
     assert x[1, :, :, 12:].abs().max() == 0  # padding stays zero
+    light = HTRNet(preset("student", light_blocks=2), 20)
+    assert [b.stem for b in light.cnn] == [True, True, False, False, False, False]
+    full = HTRNet(preset("student", light_blocks=0), 20)
+    assert count_parameters(light) == count_parameters(full)
+    x = torch.rand(1, 1, 64, 96)
+    assert light(x, torch.tensor([96]))[0].shape == full(x, torch.tensor([96]))[0].shape
 
 
 def test_model_config_roundtrip_and_errors():
     cfg = preset("student", blocks=2)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "light_blocks"}  # a checkpoint from before light_blocks
+    assert ModelConfig.from_dict({**old, "light_first_block": False}).light_blocks == 0
     with pytest.raises(ValueError, match="unknown model options"):
         ModelConfig.from_dict({"channelz": [1]})
     with pytest.raises(ValueError, match="unknown preset"):

@@ -10,7 +10,8 @@ from PIL import Image
 from htrjand.config import load_config
 from htrjand.datasets import DataError, LineCrop, Sample, spec_of
 from htrjand.demo import make_dataset
-from htrjand.images import WidthBucketSampler, load_line, normalize_height
+from htrjand.images import load_line, normalize_height
+from htrjand.training.sampler import WidthBucketSampler
 from htrjand.training import train
 from htrjand.training.linecache import LineCache
 

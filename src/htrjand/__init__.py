@@ -2,6 +2,15 @@
 __version__ = "0.1.0"
 
 from .decoding import Decoder  # noqa: E402
-from .recognition import Recognizer, Result, load  # noqa: E402
+from .runtime import LineReader, OnnxRecognizer, Result, load  # noqa: E402
 
-__all__ = ["Decoder", "Recognizer", "Result", "load", "__version__"]
+__all__ = ["Decoder", "LineReader", "OnnxRecognizer", "Recognizer", "Result", "load", "__version__"]
+
+
+def __getattr__(name: str):
+    """`htrjand.Recognizer` imports PyTorch only when asked for (the ONNX runtime does not need it)."""
+    if name == "Recognizer":
+        from .recognition import Recognizer
+
+        return Recognizer
+    raise AttributeError(f"module 'htrjand' has no attribute {name!r}")

@@ -88,7 +88,7 @@ def _decoder_options(args: argparse.Namespace) -> dict:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import compare, evaluate, format_comparison, format_report
-    from .recognition import load
+    from .runtime import load
 
     recognizer = load(args.checkpoint)
     options = _decoder_options(args)
@@ -119,36 +119,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _expand_images(inputs: list[str]) -> list:
-    """Image paths, folders of images, and PAGE/ALTO files (or `page:`/`alto:` specs), whose lines are
-    read in reading order, transcribed or not."""
-    from .datasets import Problems, read_dataset, spec_of
+def _expand_images(inputs: list[str], force_line: bool = False) -> list:
+    """Image paths, folders of images, and PAGE/ALTO files or folders of them (or `page:`/`alto:`
+    specs), whose lines are read in reading order, transcribed or not. An image that looks like a
+    whole page is skipped with a warning (line segmentation is needed first) unless `force_line`."""
+    from .datasets import Problems, layout, read_dataset, spec_of
     from .datasets.folder import IMAGE_SUFFIXES
+    from .writers import page_image_warning
 
     images: list = []
     for item in inputs:
         p, spec = Path(item), spec_of(item)
-        if spec.format in ("page", "alto") or (p.is_file() and p.suffix.lower() == ".xml"):
+        if spec.format in ("page", "alto") or (p.is_file() and p.suffix.lower() == ".xml") or (
+                spec.path.is_dir() and any(layout.holds_format(spec.path, f) for f in ("page", "alto"))):
             spec.keep_empty = True
             problems = Problems()
             images += read_dataset(spec, problems)
             if problems or problems.warnings:
                 print(f"{item}: {problems.summary()}", file=sys.stderr)
-        elif p.is_dir():
-            images += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            images.append(item)
+            continue
+        found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [item]
+        for image in found:
+            warning = None if force_line else page_image_warning(image)
+            if warning:
+                print(f"htrjand: warning: {warning}", file=sys.stderr)
+            else:
+                images.append(image)
     return images
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
-    from .recognition import load
+    from .runtime import load
+    from .writers import json_text, plan_outputs, write_outputs
 
-    recognizer = load(args.checkpoint)
-    images = _expand_images(args.images)
+    images = _expand_images(args.images, args.force_line)
     if not images:
         print("no images given or found", file=sys.stderr)
         return 2
+    plan = plan_outputs(images, args.images, args.format, args.output_dir)  # checked before the model loads
+    recognizer = load(args.checkpoint, engine=args.engine)
     decoder = recognizer.make_decoder(args.decoder, **_decoder_options(args))
     results = recognizer.recognize(images, batch_size=args.batch_size, decoder=decoder)
     failed = 0
@@ -156,11 +165,12 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         if r.error:
             failed += 1
             print(f"error: {r.error}", file=sys.stderr)
-        else:
-            print(f"{r.source}\t{r.text}\t{r.confidence:.3f}")
+    creator = f"htrjand {__version__} ({Path(args.checkpoint).name})"
+    for path in write_outputs(plan, images, results, args.images, words=args.words, glyphs=args.glyphs,
+                              creator=creator):
+        print(f"written: {path}", file=sys.stderr)
     if args.json:
-        data = [r.to_dict() for r in results]
-        Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        Path(args.json).write_text(json_text(results), encoding="utf-8")
     return 1 if failed == len(results) else 0
 
 
@@ -200,7 +210,7 @@ def _floats(text: str) -> list[float]:
 def cmd_lm_tune(args: argparse.Namespace) -> int:
     from .evaluation import DEFAULT_ALPHAS, DEFAULT_BETAS, tune_weights
     from .lm import read_sidecar, write_sidecar
-    from .recognition import load
+    from .runtime import load
 
     recognizer = load(args.checkpoint)
     decoder = recognizer.make_decoder("beam", **{**_decoder_options(args), "alpha": 0.0, "beta": 0.0})
@@ -249,7 +259,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .recognition import load
+    from .runtime import load
 
     r = load(args.checkpoint)
     meta = r.meta
@@ -257,8 +267,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps({**meta, "parameters": r.parameters}, indent=2, ensure_ascii=False))
         return 0
     training = meta.get("training", {})
-    print(f"checkpoint   {meta['path']}")
-    print(f"htrjand      {meta.get('version')} (format {meta.get('format_version')})")
+    if r.engine == "onnx":
+        int8 = f", int8 ({meta['int8']})" if meta.get("int8") else ""
+        print(f"model file   {meta['path']} (ONNX{int8})")
+        print(f"exported     {meta.get('exported')} by htrjand {meta.get('htrjand_version')} from "
+              f"{meta.get('source_checkpoint')} (sha256 {meta.get('source_sha256')})")
+    else:
+        print(f"checkpoint   {meta['path']}")
+        print(f"htrjand      {meta.get('version')} (format {meta.get('format_version')})")
     print(f"preset       {meta.get('preset') or 'custom'}")
     print(f"parameters   {r.parameters:,}")
     m = meta["model"]
@@ -304,6 +320,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cer = result["test"]["overall"]["cer"]
     print(f"\ndemo finished: test CER {100 * cer:.2f}% (model in {Path(args.output) / 'model'})")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn  # noqa: F401
+
+        from . import serve
+    except ImportError as err:
+        missing = f" ({err.name} is missing)" if err.name else ""
+        print(f"htrjand: error: htrjand serve needs FastAPI, uvicorn and python-multipart{missing}: "
+              "pip install 'htrjand[serve]'", file=sys.stderr)
+        return 2
+    from .runtime import ModelFileError
+
+    try:
+        return serve.main(args)
+    except ModelFileError as err:
+        print(f"htrjand: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_serve_command(sub) -> None:
+    p = sub.add_parser("serve", help="local web page and JSON API for reading lines and pages (docs/serve.md)")
+    p.add_argument("model", help="model checkpoint (.ckpt) or exported .onnx")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=20, help="largest request body in MB (default: 20)")
+    p.add_argument("--max-files", type=int, default=200, help="most images per request (default: 200)")
+    p.add_argument("--max-megapixels", type=float, default=64, help="largest image in megapixels (default: 64)")
+    p.add_argument("--low-confidence", type=float, default=0.8,
+                   help="initial threshold for highlighting characters (default: 0.8)")
+    p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
+    _add_decoder_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
 
 def _add_decoder_arguments(p: argparse.ArgumentParser, lm_required: bool = False) -> None:
@@ -367,8 +417,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
         _add_decoder_arguments(p)
         p.set_defaults(func=func)
+    sub.choices["recognize"].add_argument("--engine", choices=("torch", "onnx"),
+                                          help="torch (checkpoints) or onnx (exported .onnx files, no PyTorch "
+                                          "needed; default: from the file's suffix)")
     sub.choices["recognize"].add_argument("--nbest", type=int, default=5,
                                           help="candidates kept in the JSON's n-best lists (default: 5)")
+    out = sub.choices["recognize"].add_argument_group("outputs (docs/outputs.md)")
+    out.add_argument("--output-dir", help="write files here: PAGE/ALTO inputs as the same file name in their own "
+                     "format (inputs are never overwritten); text: one .txt per input; tsv/json: results.tsv/.json")
+    out.add_argument("--format", default="auto", choices=("auto", "text", "tsv", "json", "page", "alto"),
+                     help="auto (default): PAGE/ALTO inputs back into their format in --output-dir, line images "
+                     "as `source<TAB>text<TAB>confidence` on stdout; text, tsv (a manifest), json; page/alto: "
+                     "only inputs of that format")
+    out.add_argument("--words", action=argparse.BooleanOptionalAction, default=True,
+                     help="word boxes in written PAGE files (ALTO always gets a String per word) (default: on)")
+    out.add_argument("--glyphs", action="store_true", help="also character boxes (PAGE Glyph, ALTO 4 Glyph)")
+    out.add_argument("--force-line", action="store_true",
+                     help="read images that look like whole pages as single lines instead of skipping them")
     sub.choices["evaluate"].add_argument("--compare", action="store_true", help="compare greedy, beam, beam + LM "
                                          "and beam + lexicon (those given) side by side on the same model outputs")
     sub.choices["evaluate"].add_argument("--corrector", help="also report CER/WER after T5 correction with this "
@@ -426,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     _add_dataset_commands(sub)
     _add_corrector_commands(sub)
+    _add_serve_command(sub)
+    _add_export_command(sub)
     return parser
 
 
@@ -434,7 +501,7 @@ def _model_geometry(args: argparse.Namespace):
     from .charmap import CharMapping
 
     if getattr(args, "model", None):
-        from .recognition import load
+        from .runtime import load
 
         r = load(args.model)
         return r.charset, r.height, r.stride, r.mapping
@@ -499,7 +566,7 @@ def cmd_charset(args: argparse.Namespace) -> int:
 
     charset, mapping = None, CharMapping.load(args.mapping)
     if args.model:
-        from .recognition import load
+        from .runtime import load
 
         r = load(args.model)
         charset, mapping = r.charset, (r.mapping if args.mapping == "model" else mapping)
@@ -571,7 +638,7 @@ def cmd_corrector_apply(args: argparse.Namespace) -> int:
 
 def _add_corrector_commands(sub) -> None:
     from .correction import Gate
-    from .training.corrector import TrainSettings
+    from .correction import TrainSettings
 
     d = TrainSettings(output="")
     p = sub.add_parser("corrector", help="context-aware T5 correction of recognised lines: train, apply")
@@ -622,27 +689,85 @@ def _add_corrector_commands(sub) -> None:
     a.set_defaults(func=cmd_corrector_apply)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .charmap import MappingError
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .datasets import DataError
-    from .decoding import DecodingError
-    from .images import ImageError
-    from .lm import LMError
-    from .correction import CorrectionError
 
+def _dataset_images(items: list[str] | None) -> list:
+    """Line images from dataset specs (their samples) or image paths/folders."""
+    if not items:
+        return []
+    from .datasets import Problems, read_dataset, spec_of
+
+    images: list = []
+    for item in items:
+        if Path(item).is_dir() or Path(item).suffix.lower() in (".tsv", ".txt", ".xml", ".csv") or "?" in item:
+            problems = Problems()
+            images += read_dataset(spec_of(item), problems)
+            if problems:
+                print(f"{item}: {problems.summary()}", file=sys.stderr)
+        else:
+            images.append(item)
+    return images
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    report = export(args.checkpoint, args.output, args.format, args.int8, verify=_dataset_images(args.verify)[:args.lines],
+                    calibration=_dataset_images(args.calibration)[:args.calibration_lines])
+    int8 = f" int8 ({report.int8})" if report.int8 else ""
+    print(f"wrote {report.path}: {report.format}{int8}, {report.bytes / 1e6:.2f} MB, in {report.seconds:.1f} s")
+    print(f"checked on {report.lines} {'given' if args.verify else 'rendered'} lines against PyTorch: "
+          f"max |logit difference| {report.max_abs_diff:.2e}, identical transcriptions "
+          f"{100 * report.text_agreement:.1f}%, CER against PyTorch {100 * report.cer_vs_torch:.2f}%")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+def _add_export_command(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic width, optional int8) or TorchScript",
+                       description="Write a deployable model whose file alone is enough to run it (charset and "
+                       "preprocessing settings in its metadata; auxiliary training heads are not exported), "
+                       "then check it against the PyTorch model. docs/deployment.md")
+    p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="(default: onnx)")
+    p.add_argument("--int8", nargs="?", const="dynamic", choices=("dynamic", "static"),
+                   help="quantise to int8: dynamic (linear layers, no data needed; the default of a bare --int8) "
+                   "or static (convolutions too; needs --calibration)")
+    p.add_argument("--output", help="file to write (default: the checkpoint's name with .onnx, .int8.onnx or .pt)")
+    p.add_argument("--verify", nargs="+", help="datasets or line images to compare on (default: rendered lines)")
+    p.add_argument("--lines", type=int, default=200, help="verification lines used at most (default: 200)")
+    p.add_argument("--calibration", nargs="+", help="datasets or line images for static int8 calibration")
+    p.add_argument("--calibration-lines", type=int, default=300, help="calibration lines used at most (default: 300)")
+    p.add_argument("--json", help="write the export report to this JSON file")
+    p.set_defaults(func=cmd_export)
+
+
+# Errors that carry a message for the user (module, class): caught only when their module was
+# imported, so that commands which never load PyTorch (e.g. `recognize` on an ONNX file) stay light.
+USER_ERRORS = (("charmap", "MappingError"), ("checkpoint", "CheckpointError"), ("config", "ConfigError"),
+               ("datasets.sample", "DataError"), ("decoding", "DecodingError"), ("images", "ImageError"),
+               ("lm", "LMError"), ("correction", "CorrectionError"), ("export", "ExportError"),
+               ("runtime", "ModelFileError"))
+
+
+def _user_errors() -> tuple[type, ...]:
+    found = [getattr(sys.modules[f"htrjand.{m}"], name, None) for m, name in USER_ERRORS if f"htrjand.{m}" in sys.modules]
+    return tuple(e for e in found if e is not None)
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, DataError, ImageError, DecodingError, LMError, MappingError,
-            CorrectionError) as err:
-        print(f"htrjand: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("htrjand: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not isinstance(err, _user_errors()):
+            raise
+        print(f"htrjand: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -26,10 +26,9 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 
-import torch
 from rapidfuzz.distance import Levenshtein
 
 from .charset import normalize_text
@@ -199,9 +198,50 @@ class Correction:
     reason: str = ""
 
 
+@dataclass
+class TrainSettings:
+    """Everything `train_corrector` needs; stored in corrector.json."""
+
+    output: str
+    reports: list[str] = field(default_factory=list)
+    corpora: list[str] = field(default_factory=list)
+    init: str | None = None
+    recognizer: str | None = None
+    synthetic_ratio: float = 0.5
+    noise_scale: float = 1.0
+    base_rate: float = 0.005
+    max_pair_cer: float = 0.5
+    context_chars: int = 64
+    max_length: int = 512
+    steps: int = 20000
+    epochs: float | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 500
+    weight_decay: float = 0.01
+    d_model: int = 256
+    layers: int = 4
+    decoder_layers: int | None = None
+    heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    val_fraction: float = 0.1
+    val_lines: int = 256
+    eval_every: int = 1000
+    save_every: int = 1000
+    log_every: int = 100
+    gate_abs: int = 3
+    gate_rel: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+
+
 # ---------------------------------------------------------------- the corrector
 
 def _device(name: str) -> str:
+    import torch
+
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
@@ -282,9 +322,10 @@ class Corrector:
     def _encode_input(self, line: str, prev: str, next: str) -> list[int] | None:
         return encode_input(self.tokenizer, line, prev, next, self.context_chars, self.max_length)
 
-    @torch.inference_mode()
     def generate(self, inputs: list[list[int]], max_new_tokens: int, beams: int = 1) -> list[str]:
         """Greedy (or beam) outputs for a batch of encoded inputs."""
+        import torch
+
         width = max(len(x) for x in inputs)
         ids = torch.full((len(inputs), width), self.tokenizer.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -292,8 +333,9 @@ class Corrector:
             ids[i, :len(x)] = torch.tensor(x)
             mask[i, :len(x)] = 1
         kwargs = {"num_beams": beams} if beams > 1 else {}
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  max_new_tokens=max_new_tokens, do_sample=False, **kwargs)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=max_new_tokens, do_sample=False, **kwargs)
         return [normalize_text(self.tokenizer.decode(o.tolist())) for o in out]
 
     def correct_detailed(self, lines: Sequence[str], groups: Sequence[str] | None = None, *, batch_size: int = 32,

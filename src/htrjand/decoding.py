@@ -15,12 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
 
 from .charset import BLANK, Charset, normalize_text
 from .lm import SPACE, LanguageModel, Lexicon, LMError, check_alphabet, load_lm
+
+if TYPE_CHECKING:  # torch is not needed to decode (the ONNX runtime decodes numpy arrays)
+    from torch import Tensor
 
 log = logging.getLogger("htrjand")
 

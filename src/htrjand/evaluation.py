@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from .datasets import Sample
 from .decoding import Decoder, DecodingError
 from .metrics import ErrorCounter, ErrorTotals
-from .recognition import LineOutput, Recognizer
+from .runtime import LineOutput, LineReader
 
 
-def evaluate(recognizer: Recognizer, samples: Sequence[Sample], batch_size: int = 16,
+def evaluate(recognizer: LineReader, samples: Sequence[Sample], batch_size: int = 16,
              decoder: Decoder | None = None) -> dict:
     """Report with overall and per-dataset CER/WER, lines/s, and the worst lines."""
     started = time.perf_counter()
@@ -55,7 +55,7 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _decode_all(recognizer: Recognizer, samples: Sequence[Sample], outputs: list[LineOutput],
+def _decode_all(recognizer: LineReader, samples: Sequence[Sample], outputs: list[LineOutput],
                 decoder: Decoder) -> tuple[ErrorCounter, float]:
     counter = ErrorCounter()
     started = time.perf_counter()
@@ -65,7 +65,7 @@ def _decode_all(recognizer: Recognizer, samples: Sequence[Sample], outputs: list
     return counter, time.perf_counter() - started
 
 
-def compare(recognizer: Recognizer, samples: Sequence[Sample], decoders: Sequence[Decoder],
+def compare(recognizer: LineReader, samples: Sequence[Sample], decoders: Sequence[Decoder],
             batch_size: int = 16) -> dict:
     """CER/WER and decoding speed of several decoders on the same model outputs (the model runs once)."""
     started = time.perf_counter()
@@ -102,7 +102,7 @@ DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 DEFAULT_BETAS = (-1.0, 0.0, 1.0, 2.0, 3.0)
 
 
-def tune_weights(recognizer: Recognizer, samples: Sequence[Sample], decoder: Decoder,
+def tune_weights(recognizer: LineReader, samples: Sequence[Sample], decoder: Decoder,
                  alphas: Sequence[float] = DEFAULT_ALPHAS, betas: Sequence[float] = DEFAULT_BETAS,
                  batch_size: int = 16, progress=None) -> dict:
     """Grid search of the LM weight alpha and the insertion bonus beta of a beam `decoder` with an

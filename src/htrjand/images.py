@@ -1,20 +1,19 @@
-"""Line images: loading, grayscale, height normalisation, inversion, and padded batches with widths."""
+"""Line images: loading, grayscale, height normalisation, inversion, and padded batches with widths.
+
+No torch here: the ONNX runtime shares this preprocessing."""
 from __future__ import annotations
 
 import functools
 import io
 import math
 import os
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
 
 from .datasets.sample import LineCrop
 
@@ -147,7 +146,7 @@ def preprocess(image: ImageInput, height: int) -> np.ndarray:
     return to_ink(normalize_height(load_gray(image), height))
 
 
-def pad_batch(images: Sequence[np.ndarray], stride: int) -> tuple[Tensor, Tensor]:
+def pad_batch(images: Sequence[np.ndarray], stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad `[H, W_i]` ink images with zeros to a common width (a multiple of `stride`).
 
     Returns images `[B, 1, H, W]` and per-sample widths `[B]`, each rounded up to the stride so
@@ -157,7 +156,7 @@ def pad_batch(images: Sequence[np.ndarray], stride: int) -> tuple[Tensor, Tensor
     batch = np.zeros((len(images), 1, images[0].shape[0], max(widths)), dtype=np.float32)
     for i, im in enumerate(images):
         batch[i, 0, :, : im.shape[1]] = im
-    return torch.from_numpy(batch), torch.tensor(widths, dtype=torch.long)
+    return batch, np.asarray(widths, dtype=np.int64)
 
 
 def image_width(path: Path | bytes, height: int, crop: LineCrop | None = None) -> int:
@@ -166,87 +165,3 @@ def image_width(path: Path | bytes, height: int, crop: LineCrop | None = None) -
     if w < 2 or h < 2:
         raise ImageError(f"line region is empty ({w}x{h} pixels)")
     return max(8, round(w * height / h))
-
-
-class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of similar widths, so padding stays low.
-
-    Samples are sorted by width (with a little seeded jitter so batches differ between epochs),
-    cut into batches of at most `batch_size` lines and `max_pixels` padded pixels, and the batch
-    order is shuffled. With `groups` (a dataset index per sample) and `shares` (per dataset), each
-    epoch draws the datasets' lines in proportion to the shares instead of taking every line once. Training batches are dealt round-robin to `num_replicas` ranks (DDP), every
-    rank getting the same count; evaluation lines are split between ranks before batching. `skip_batches` resumes an epoch part-way through.
-    """
-
-    def __init__(self, widths: Sequence[int], batch_size: int, max_pixels: int | None = None,
-                 height: int = 64, shuffle: bool = True, seed: int = 0, rank: int = 0, num_replicas: int = 1,
-                 groups: Sequence[int] | None = None, shares: Sequence[float] | None = None):
-        self.widths, self.batch_size, self.max_pixels = list(widths), batch_size, max_pixels
-        self.height, self.shuffle, self.seed = height, shuffle, seed
-        self.rank, self.num_replicas = rank, num_replicas
-        self.epoch, self.skip_batches = 0, 0
-        # Lightning advances the epoch of `loader.sampler` and `loader.batch_sampler.sampler`, not of
-        # the batch sampler itself: pointing `sampler` at ourselves makes it call our `set_epoch`.
-        self.sampler = self
-        self.members: list[list[int]] = []
-        self.shares = list(shares) if shares is not None else None
-        if self.shares is not None:
-            if groups is None or len(groups) != len(self.widths):
-                raise ValueError("weighted sampling needs a group index per sample")
-            self.members = [[] for _ in self.shares]
-            for i, g in enumerate(groups):
-                self.members[g].append(i)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _draw(self, rng: random.Random) -> list[int]:
-        """This epoch's lines: all of them, or with `shares` as many from each group as its share of
-        the total (a group's lines in a fresh shuffled order, repeated when its share needs more)."""
-        if self.shares is None:
-            return list(range(len(self.widths)))
-        total, picked = len(self.widths), []
-        norm = sum(s for s, m in zip(self.shares, self.members) if m)
-        for share, members in zip(self.shares, self.members):
-            count = round(total * share / norm) if members else 0
-            while count > 0:
-                perm = members[:]
-                rng.shuffle(perm)
-                picked += perm[:count]
-                count -= len(perm)
-        return picked
-
-    def _batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed + 7919 * self.epoch)
-        jitter = (lambda: rng.uniform(0.9, 1.1)) if self.shuffle else (lambda: 1.0)
-        order = sorted(self._draw(rng), key=lambda i: self.widths[i] * jitter())
-        if not self.shuffle and self.num_replicas > 1:  # evaluation: every rank gets a share of the lines
-            order = order[self.rank:: self.num_replicas]
-        batches: list[list[int]] = []
-        current: list[int] = []
-        widest = 0
-        for i in order:
-            wider = max(widest, self.widths[i])
-            too_big = self.max_pixels and wider * self.height * (len(current) + 1) > self.max_pixels
-            if current and (len(current) == self.batch_size or too_big):
-                batches.append(current)
-                current, wider = [], self.widths[i]
-            current.append(i)
-            widest = wider
-        if current:
-            batches.append(current)
-        if self.shuffle:
-            rng.shuffle(batches)
-        if self.shuffle and self.num_replicas > 1:  # training: batches dealt out, same count on every rank
-            per_rank = math.ceil(len(batches) / self.num_replicas)
-            batches += batches[: per_rank * self.num_replicas - len(batches)]
-            batches = batches[self.rank:: self.num_replicas]
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        skip, self.skip_batches = self.skip_batches, 0
-        yield from batches[skip:]
-
-    def __len__(self) -> int:
-        return len(self._batches())

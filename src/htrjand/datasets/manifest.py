@@ -1,4 +1,5 @@
-"""TSV manifests: one `image-path<TAB>transcription` per line, paths relative to the manifest."""
+"""TSV manifests: one `image-path<TAB>transcription` per line, paths relative to the manifest (further
+tab-separated columns, such as the confidence `htrjand recognize --format tsv` writes, are ignored)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,7 @@ def read_manifest(path: Path, problems: Problems, name: str | None = None) -> li
         if "\t" not in line:
             problems.add("malformed line", where, "no tab between image path and transcription")
             continue
-        rel, transcription = line.split("\t", 1)
+        rel, transcription = line.split("\t")[:2]  # further columns (e.g. a confidence) are ignored
         transcription = normalize_text(transcription)
         if not transcription:
             problems.add("empty transcription", where, "empty transcription")

@@ -23,8 +23,8 @@ from .. import __version__
 from ..charset import normalize_text
 from ..checkpoint import atomic_save
 from ..correction import (BYTE_VOCAB, EOS, FORMAT, FORMAT_VERSION, META_FILE, PAD, ByteTokenizer, Correction,
-                          CorrectionError, Corrector, Gate, _device, _model_path, _tokenizer_for, _transformers,
-                          encode_input, neighbours, page_key, read_report, recogniser_charset)
+                          CorrectionError, Corrector, Gate, TrainSettings, _device, _model_path, _tokenizer_for,
+                          _transformers, encode_input, neighbours, page_key, read_report, recogniser_charset)
 from ..datasets import DataError, Problems
 from ..datasets.idlists import text_lines
 
@@ -165,45 +165,6 @@ def read_corpus(path: str | Path, problems: Problems) -> list[tuple[str, str]]:
         elif not manifest:
             page += 1
     return lines
-
-
-@dataclass
-class TrainSettings:
-    """Everything `train_corrector` needs; stored in corrector.json."""
-
-    output: str
-    reports: list[str] = field(default_factory=list)
-    corpora: list[str] = field(default_factory=list)
-    init: str | None = None
-    recognizer: str | None = None
-    synthetic_ratio: float = 0.5
-    noise_scale: float = 1.0
-    base_rate: float = 0.005
-    max_pair_cer: float = 0.5
-    context_chars: int = 64
-    max_length: int = 512
-    steps: int = 20000
-    epochs: float | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup: int = 500
-    weight_decay: float = 0.01
-    d_model: int = 256
-    layers: int = 4
-    decoder_layers: int | None = None
-    heads: int = 4
-    d_ff: int = 1024
-    dropout: float = 0.1
-    val_fraction: float = 0.1
-    val_lines: int = 256
-    eval_every: int = 1000
-    save_every: int = 1000
-    log_every: int = 100
-    gate_abs: int = 3
-    gate_rel: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
 
 
 @dataclass

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from ..augment import Augmenter
 from ..charset import Charset, ctc_frames_needed
 from ..datasets import Problems, Sample
-from ..images import ImageError, WidthBucketSampler, image_width, load_line, normalize_height, pad_batch, to_ink
+from ..images import ImageError, image_width, load_line, normalize_height, pad_batch, to_ink
+from .sampler import WidthBucketSampler
 from .linecache import LineCache, choose_mode, report_failures
 
 log = logging.getLogger("htrjand")
@@ -139,7 +140,7 @@ class Collate:
         if not kept:
             return {"unreadable": len(items)}
         items, unreadable = kept, len(items) - len(kept)
-        images, widths = pad_batch([it[0] for it in items], self.stride)
+        images, widths = (torch.from_numpy(a) for a in pad_batch([it[0] for it in items], self.stride))
         labels = [torch.tensor(it[1], dtype=torch.long) for it in items]
         return {"images": images, "widths": widths,
                 "targets": torch.cat(labels), "target_lengths": torch.tensor([len(x) for x in labels]),

@@ -1,0 +1,259 @@
+"""Recognition without PyTorch: results, the engine-independent line reader, and the ONNX engine.
+
+A `LineReader` turns images into model inputs, runs them in width-sorted batches through its
+engine (`run`), and decodes the frames. `Recognizer` (htrjand.recognition) runs a PyTorch
+checkpoint; `OnnxRecognizer` runs an exported `.onnx` file on onnxruntime and needs only numpy,
+Pillow, OpenCV and onnxruntime: `import htrjand.runtime` never imports torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .charmap import CharMapping
+from .charset import Charset
+from .datasets import Sample
+from .decoding import Candidate, Decoder, DecodingError, Word
+from .images import ImageError, ImageInput, load_gray, load_line, normalize_height, pad_batch, to_ink
+
+ONNX_METADATA_KEY = "htrjand"  # metadata_props entry holding the model's settings as JSON
+GRAPH_HASH_KEY = "htrjand.graph_sha256"  # sha256 of the serialised graph, checked on load
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used (the message names the file and the reason)."""
+
+
+@dataclass
+class Result:
+    """One recognised line. `error` is set (and `text` empty) when the image could not be read.
+
+    Positions are `[x0, x1)` pixel columns of the original line image (for a line cut from a page:
+    of the cut region). `nbest` lists the decoder's best candidates, best first."""
+
+    text: str
+    confidence: float
+    char_confidences: list[float] = field(default_factory=list)
+    source: str = ""
+    error: str | None = None
+    char_positions: list[tuple[int, int]] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
+    nbest: list[Candidate] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record (confidences and scores rounded)."""
+        return {"image": self.source, "text": self.text, "confidence": round(self.confidence, 4),
+                "char_confidences": [round(c, 4) for c in self.char_confidences],
+                "char_positions": [list(x) for x in self.char_positions],
+                "words": [{"text": w.text, "confidence": round(w.confidence, 4), "start": w.start, "end": w.end,
+                           "x": list(w.x) if w.x else None} for w in self.words],
+                "nbest": [{"text": c.text, "score": round(c.score, 4), "acoustic": round(c.acoustic, 4),
+                           "lm": round(c.lm, 4)} for c in self.nbest],
+                "error": self.error}
+
+
+@dataclass
+class LineOutput:
+    """The model's output for one line: its frame logits `[T, C]` and how frames map to pixels
+    (`px_per_frame` original-image pixels per frame; `width` the original width); or an error."""
+
+    logits: np.ndarray | None
+    px_per_frame: float = 0.0
+    width: int = 0
+    error: str | None = None
+
+
+class LineReader:
+    """Preprocessing, width-sorted batching and decoding shared by every engine.
+
+    Subclasses set `engine` and implement `run(images [B,1,H,W] float32, widths [B] int64) ->
+    (logits [B,T,C], frame lengths [B])` as numpy arrays."""
+
+    engine = ""
+
+    def __init__(self, charset: Charset, meta: dict, height: int, stride: int):
+        self.charset, self.meta, self.height, self.stride = charset, meta, height, stride
+        self.temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
+        self.decoder = Decoder(charset)
+        # the character standardisation the model was trained with (references are scored with it)
+        self.mapping = CharMapping.from_dict(meta.get("charset_mapping"))
+
+    def run(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def parameters(self) -> int:
+        return int(self.meta.get("parameters", 0))
+
+    def make_decoder(self, decoder: str | None = None, **options) -> Decoder:
+        """A `Decoder` for this model's charset (options as `Decoder.from_options`); lexicon words
+        are standardised with the model's character mapping."""
+        if self.mapping.table and "normalize" not in options:
+            options["normalize"] = self.mapping.apply
+        return Decoder.from_options(self.charset, decoder, **options)
+
+    def prepare(self, image: ImageInput | Sample) -> tuple[np.ndarray, int] | str:
+        """The model input of a line and the line's original width, or an error message."""
+        try:
+            if isinstance(image, Sample):
+                gray = load_line(image.image, image.crop, image.source)
+            else:
+                gray = load_gray(image)
+            return to_ink(normalize_height(gray, self.height)), gray.shape[1]
+        except ImageError as err:
+            return str(err)
+
+    def recognize(self, images: Sequence[ImageInput | Sample] | ImageInput | Sample, batch_size: int = 16,
+                  workers: int | None = None, chunk: int = 256, decoder: Decoder | None = None) -> list[Result]:
+        """Read line images (paths, PIL images, arrays, encoded bytes or dataset `Sample`s, which may
+        be lines cut from a page); one `Result` per image, in input order.
+
+        A thread pool decodes the next `chunk` images while the engine runs the current one (memory
+        stays bounded for long lists); lines are sorted by width within a chunk and run in batches
+        of `batch_size`. `decoder` (default: greedy) turns frames into text, e.g.
+        `reader.make_decoder("beam", lm="char.arpa")`."""
+        images = _as_list(images)
+        results: list[Result] = []
+        for part, outputs in self._chunks(images, batch_size, workers, chunk):
+            results += [self.result(o, _name(image), decoder) for image, o in zip(part, outputs)]
+        return results
+
+    def forward(self, images: Sequence[ImageInput | Sample] | ImageInput | Sample, batch_size: int = 16,
+                workers: int | None = None, chunk: int = 256) -> list[LineOutput]:
+        """The model's frame logits for each image (to decode later, e.g. with several decoders)."""
+        return [o for _, outputs in self._chunks(_as_list(images), batch_size, workers, chunk) for o in outputs]
+
+    def result(self, output: LineOutput, source: str = "", decoder: Decoder | None = None) -> Result:
+        """Decode one line's `LineOutput` (confidences with the calibrated temperature)."""
+        if output.error is not None or output.logits is None:
+            return Result("", 0.0, source=source, error=output.error or "no output")
+        decoder = decoder or self.decoder
+        if decoder.charset != self.charset:
+            raise DecodingError("the decoder was made for another model's charset")
+        d = decoder.decode_line(output.logits, self.temperature, output.px_per_frame, output.width)
+        return Result(d.text, d.confidence, d.char_confidences, source, None, d.char_x, d.words, d.nbest)
+
+    def _chunks(self, images: Sequence, batch_size: int, workers: int | None, chunk: int):
+        workers = workers or min(4, os.cpu_count() or 1)
+        starts = range(0, len(images), chunk)
+        with ThreadPoolExecutor(workers) as pool:
+            pending = pool.map(self.prepare, images[0:chunk]) if images else None
+            for start in starts:
+                arrays = list(pending)
+                nxt = start + chunk
+                pending = pool.map(self.prepare, images[nxt:nxt + chunk]) if nxt < len(images) else None
+                yield images[start:start + chunk], self._run_chunk(arrays, batch_size)
+
+    def _run_chunk(self, arrays: list, batch_size: int) -> list[LineOutput]:
+        outputs = [LineOutput(None, error=a) if isinstance(a, str) else None for a in arrays]
+        ok = sorted((i for i, a in enumerate(arrays) if not isinstance(a, str)), key=lambda i: arrays[i][0].shape[1])
+        for start in range(0, len(ok), batch_size):
+            batch = ok[start:start + batch_size]
+            x, widths = pad_batch([arrays[i][0] for i in batch], self.stride)
+            logits, lengths = self.run(x, widths)
+            for j, (i, n) in enumerate(zip(batch, lengths.tolist())):
+                array, width = arrays[i]
+                outputs[i] = LineOutput(np.array(logits[j, :n], dtype=np.float32),
+                                        self.stride * width / array.shape[1], width)
+        return outputs  # type: ignore[return-value]
+
+
+def _as_list(images) -> Sequence:
+    if isinstance(images, (str, Path, bytes, np.ndarray, Sample)) or not isinstance(images, Sequence):
+        return [images]
+    return images
+
+
+def _name(image: ImageInput | Sample) -> str:
+    if isinstance(image, Sample):
+        return image.source if image.crop is not None else str(image.image)
+    return str(image) if isinstance(image, (str, Path)) else ""
+
+
+def graph_hash(model) -> str:
+    """sha256 of an `onnx.ModelProto`'s graph (weights included), independent of its metadata."""
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+class OnnxRecognizer(LineReader):
+    """An exported model (`htrjand export --format onnx`) on onnxruntime; the file alone is enough:
+    charset, input height, width stride, calibration and character mapping are in its metadata."""
+
+    engine = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None, verify: bool = True):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelFileError("the ONNX engine needs onnxruntime: pip install 'htrjand[onnx]'") from None
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"{path}: model file not found")
+        data = path.read_bytes()
+        if verify:
+            _verify_onnx(path, data)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for broken files
+            raise ModelFileError(f"{path}: not a usable ONNX model (truncated or corrupt?): "
+                                 f"{str(err).splitlines()[0][:300]}") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
+        try:
+            meta = json.loads(raw)
+            charset = Charset(meta["charset"])
+            height, stride = int(meta["height"]), int(meta["width_stride"])
+        except (TypeError, KeyError, ValueError):
+            raise ModelFileError(f"{path}: not an htrjand model (no readable '{ONNX_METADATA_KEY}' metadata; "
+                                 "export it with `htrjand export`)") from None
+        meta["path"] = str(path)
+        super().__init__(charset, meta, height, stride)
+
+    def run(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, lengths = self.session.run(None, {"images": images, "widths": widths})
+        return logits, lengths
+
+
+def _verify_onnx(path: Path, data: bytes) -> None:
+    """Parse the file with `onnx` (when installed) and compare its graph with the hash written at
+    export: a truncated or altered file is refused with a clear message."""
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError:
+        return
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"{path}: not a readable ONNX file (truncated or corrupt?): {err}") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if ONNX_METADATA_KEY not in props:
+        raise ModelFileError(f"{path}: not an htrjand model (no '{ONNX_METADATA_KEY}' metadata; "
+                             "export it with `htrjand export`)")
+    expected = props.get(GRAPH_HASH_KEY)
+    if expected and expected != graph_hash(model):
+        raise ModelFileError(f"{path}: the model's weights or graph changed after export (hash mismatch): "
+                             "the file is corrupt or was tampered with; export it again")
+
+
+def load(path: str | Path, device: str = "cpu", engine: str | None = None) -> LineReader:
+    """Load a model for recognition: `htrjand.load(path).recognize(images)`.
+
+    `.onnx` files (or `engine="onnx"`) run on onnxruntime; checkpoints on PyTorch (imported only then)."""
+    path = Path(path)
+    if engine == "onnx" or (engine is None and path.suffix.lower() == ".onnx"):
+        return OnnxRecognizer(path)
+    if engine not in (None, "torch"):
+        raise ValueError(f"unknown engine {engine!r}; choose torch or onnx")
+    from .recognition import Recognizer
+
+    return Recognizer.from_checkpoint(path, device)

@@ -1,0 +1,92 @@
+"""Width-bucketed batch sampling for training and evaluation (weighted across datasets, DDP-aware)."""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+
+import torch
+
+
+class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of similar widths, so padding stays low.
+
+    Samples are sorted by width (with a little seeded jitter so batches differ between epochs),
+    cut into batches of at most `batch_size` lines and `max_pixels` padded pixels, and the batch
+    order is shuffled. With `groups` (a dataset index per sample) and `shares` (per dataset), each
+    epoch draws the datasets' lines in proportion to the shares instead of taking every line once. Training batches are dealt round-robin to `num_replicas` ranks (DDP), every
+    rank getting the same count; evaluation lines are split between ranks before batching. `skip_batches` resumes an epoch part-way through.
+    """
+
+    def __init__(self, widths: Sequence[int], batch_size: int, max_pixels: int | None = None,
+                 height: int = 64, shuffle: bool = True, seed: int = 0, rank: int = 0, num_replicas: int = 1,
+                 groups: Sequence[int] | None = None, shares: Sequence[float] | None = None):
+        self.widths, self.batch_size, self.max_pixels = list(widths), batch_size, max_pixels
+        self.height, self.shuffle, self.seed = height, shuffle, seed
+        self.rank, self.num_replicas = rank, num_replicas
+        self.epoch, self.skip_batches = 0, 0
+        # Lightning advances the epoch of `loader.sampler` and `loader.batch_sampler.sampler`, not of
+        # the batch sampler itself: pointing `sampler` at ourselves makes it call our `set_epoch`.
+        self.sampler = self
+        self.members: list[list[int]] = []
+        self.shares = list(shares) if shares is not None else None
+        if self.shares is not None:
+            if groups is None or len(groups) != len(self.widths):
+                raise ValueError("weighted sampling needs a group index per sample")
+            self.members = [[] for _ in self.shares]
+            for i, g in enumerate(groups):
+                self.members[g].append(i)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _draw(self, rng: random.Random) -> list[int]:
+        """This epoch's lines: all of them, or with `shares` as many from each group as its share of
+        the total (a group's lines in a fresh shuffled order, repeated when its share needs more)."""
+        if self.shares is None:
+            return list(range(len(self.widths)))
+        total, picked = len(self.widths), []
+        norm = sum(s for s, m in zip(self.shares, self.members) if m)
+        for share, members in zip(self.shares, self.members):
+            count = round(total * share / norm) if members else 0
+            while count > 0:
+                perm = members[:]
+                rng.shuffle(perm)
+                picked += perm[:count]
+                count -= len(perm)
+        return picked
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + 7919 * self.epoch)
+        jitter = (lambda: rng.uniform(0.9, 1.1)) if self.shuffle else (lambda: 1.0)
+        order = sorted(self._draw(rng), key=lambda i: self.widths[i] * jitter())
+        if not self.shuffle and self.num_replicas > 1:  # evaluation: every rank gets a share of the lines
+            order = order[self.rank:: self.num_replicas]
+        batches: list[list[int]] = []
+        current: list[int] = []
+        widest = 0
+        for i in order:
+            wider = max(widest, self.widths[i])
+            too_big = self.max_pixels and wider * self.height * (len(current) + 1) > self.max_pixels
+            if current and (len(current) == self.batch_size or too_big):
+                batches.append(current)
+                current, wider = [], self.widths[i]
+            current.append(i)
+            widest = wider
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        if self.shuffle and self.num_replicas > 1:  # training: batches dealt out, same count on every rank
+            per_rank = math.ceil(len(batches) / self.num_replicas)
+            batches += batches[: per_rank * self.num_replicas - len(batches)]
+            batches = batches[self.rank:: self.num_replicas]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        skip, self.skip_batches = self.skip_batches, 0
+        yield from batches[skip:]
+
+    def __len__(self) -> int:
+        return len(self._batches())
