@@ -109,7 +109,7 @@ def run_child(engine: str, model: Path, lines_file: Path, threads: int, batch: i
     return result
 
 
-def run_kraken(lines_file: Path, threads: int, batch: int, timeout: int) -> dict | None:
+def run_kraken(lines_file: Path, charset: list[str], threads: int, batch: int, timeout: int) -> dict | None:
     python = ROOT / ".bench" / "kraken-venv" / "bin" / "python"
     script = ROOT / "benchmarks" / "kraken_speed.py"
     if not python.is_file() or not script.is_file():
@@ -117,10 +117,12 @@ def run_kraken(lines_file: Path, threads: int, batch: int, timeout: int) -> dict
     paths = Path(tempfile.mkdtemp()) / "lines.txt"
     paths.write_text("\n".join(p for p, _ in json.loads(lines_file.read_text())) + "\n")
     out_json = paths.with_suffix(".json")
+    chars = paths.with_name("charset.txt")  # the same output layer size as htrjand's models
+    chars.write_text("".join(charset) + "\n")
     start = time.perf_counter()
     try:
         done = subprocess.run([str(python), str(script), "--lines", str(paths), "--batch-size", str(batch),
-                               "--threads", str(threads), "--json", str(out_json)],
+                               "--threads", str(threads), "--charset", str(chars), "--json", str(out_json)],
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"failed": f"timed out after {timeout} s"}
@@ -194,7 +196,10 @@ def main() -> None:
             row.update(result)
             rows.append(row)
             print(f"  {json.dumps({k: v for k, v in row.items() if k != 'checkpoint'})}", file=sys.stderr, flush=True)
-    kraken = run_kraken(lines_file, args.threads, args.batch_size, args.timeout)
+    from htrjand.checkpoint import read_checkpoint
+
+    charset = read_checkpoint(student_ckpt)["hyper_parameters"]["charset"]
+    kraken = run_kraken(lines_file, charset, args.threads, args.batch_size, args.timeout)
     write(args, rows, kraken, len(lines))
 
 

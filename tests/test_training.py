@@ -77,7 +77,7 @@ def test_bad_config_and_data_give_clear_errors(tmp_path, capsys):
 def test_resume_continues_exactly(rendered, tmp_path):
     # uninterrupted: 12 steps (1.5 epochs); interrupted: stop after 6 steps (mid-epoch), then resume to 12.
     # A constant schedule after warm-up, so that the shorter first run has the same learning rates.
-    # (A stop exactly at an epoch's end does not yet resume exactly: Lightning's epoch counters; issue 9.)
+    # (A stop exactly at an epoch's end, and kills: tests/test_kill_resume.py.)
     opts = {"epochs": 2, "checkpoint_every": 3, "schedule": "constant"}
     full = train(_config(rendered, tmp_path / "full", max_steps=12, **opts))
     part = train(_config(rendered, tmp_path / "part", max_steps=6, **opts))

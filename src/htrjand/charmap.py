@@ -18,6 +18,7 @@ Keys may be one character or a longer string (replaced left to right, longest fi
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,8 @@ def _check_table(table: object, where: str) -> dict[str, str]:
     out = {}
     for key, value in table.items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
-            raise MappingError(f"{where}: entry {key!r}: {value!r} must map a non-empty string to a string")
+            raise MappingError(f"{where}: entry {reprlib.repr(key)}: {reprlib.repr(value)} must map a "
+                               "non-empty string to a string")
         out[key] = value
     return out
 
@@ -130,23 +132,27 @@ class CharMapping:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise MappingError(f"{path}: character mapping file not found (or use 'default' / 'none')") from None
-        except (OSError, UnicodeDecodeError) as err:
+        except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a NUL in the path
             raise MappingError(f"{path}: cannot read character mapping ({err})") from None
         try:
             raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise MappingError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({err})".splitlines()[0]) from None
+        except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: JSON errors, bad dates, huge ints
+            raise MappingError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} "
+                               f"({str(err) or 'nested too deeply'})".splitlines()[0]) from None
         if not isinstance(raw, dict):
             raise MappingError(f"{path}: a mapping file must be a mapping with base/map/keep/datasets")
-        unknown = set(raw) - {"base", "map", "keep", "datasets"}
+        unknown = set(map(str, raw)) - {"base", "map", "keep", "datasets"}
         if unknown:
             raise MappingError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: base, map, keep, datasets)")
-        base = str(raw.get("base", "default"))
-        if base not in BUILTIN:
-            raise MappingError(f"{path}: base must be one of {', '.join(BUILTIN)}, got {base!r}")
+        base = raw.get("base", "default")
+        if not isinstance(base, str) or base not in BUILTIN:
+            raise MappingError(f"{path}: base must be one of {', '.join(BUILTIN)}, got {reprlib.repr(base)}")
         table = dict(BUILTIN[base])
         table.update(_check_table(raw.get("map") or {}, f"{path}: map"))
-        for key in raw.get("keep") or []:
+        keep = raw.get("keep") or []
+        if not isinstance(keep, list) or not all(isinstance(key, (str, int, float)) for key in keep):
+            raise MappingError(f"{path}: keep must be a list of characters, got {reprlib.repr(keep)}")
+        for key in keep:
             table.pop(str(key), None)
         datasets = raw.get("datasets") or {}
         if not isinstance(datasets, dict):

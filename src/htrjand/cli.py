@@ -156,22 +156,39 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     if not images:
         print("no images given or found", file=sys.stderr)
         return 2
+    everything, positions, shard = images, [], getattr(args, "shard", None)
+    if shard is not None:  # --shard K/N: this process reads its share of the files (htrjand.shards)
+        from .shards import select
+
+        plan_outputs(images, args.images, args.format, args.output_dir)  # the whole job's outputs, checked
+        positions = select(images, shard)
+        images = [everything[i] for i in positions]
+        print(f"shard {shard}: {len(images)} of {len(everything)} lines", file=sys.stderr)
     plan = plan_outputs(images, args.images, args.format, args.output_dir)  # checked before the model loads
-    recognizer = load(args.checkpoint, engine=args.engine)
-    decoder = recognizer.make_decoder(args.decoder, **_decoder_options(args))
-    results = recognizer.recognize(images, batch_size=args.batch_size, decoder=decoder)
+    results = []
+    if images:
+        recognizer = load(args.checkpoint, engine=args.engine)
+        decoder = recognizer.make_decoder(args.decoder, **_decoder_options(args))
+        results = recognizer.recognize(images, batch_size=args.batch_size, decoder=decoder)
     failed = 0
     for r in results:
         if r.error:
             failed += 1
             print(f"error: {r.error}", file=sys.stderr)
     creator = f"htrjand {__version__} ({Path(args.checkpoint).name})"
-    for path in write_outputs(plan, images, results, args.images, words=args.words, glyphs=args.glyphs,
-                              creator=creator):
+    if shard is not None:
+        from .shards import write_outputs as write_shard_outputs
+
+        written = write_shard_outputs(plan, everything, positions, results, shard, args.images, args.json,
+                                      words=args.words, glyphs=args.glyphs, creator=creator)
+    else:
+        written = write_outputs(plan, images, results, args.images, words=args.words, glyphs=args.glyphs,
+                                creator=creator)
+    for path in written:
         print(f"written: {path}", file=sys.stderr)
-    if args.json:
+    if args.json and shard is None:
         Path(args.json).write_text(json_text(results), encoding="utf-8")
-    return 1 if failed == len(results) else 0
+    return 1 if results and failed == len(results) else 0
 
 
 def cmd_lm_build(args: argparse.Namespace) -> int:
@@ -322,6 +339,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard_arg(text: str):
+    from .shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def cmd_merge_results(args: argparse.Namespace) -> int:
+    from .shards import merge
+
+    done = merge(args.output, args.shards)
+    print(f"{done['output']}: {done['records']} {done['format'].upper()} records of {done['inputs']} inputs "
+          f"from {done['shards']} shards")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn  # noqa: F401
@@ -434,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--glyphs", action="store_true", help="also character boxes (PAGE Glyph, ALTO 4 Glyph)")
     out.add_argument("--force-line", action="store_true",
                      help="read images that look like whole pages as single lines instead of skipping them")
+    out.add_argument("--shard", type=_shard_arg, metavar="K/N|auto",
+                     help="read only share K (0..N-1) of N of the inputs, whole files per shard; auto: from "
+                     "SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE. TSV/JSON go to *.shard-K-of-N.* files that "
+                     "`htrjand merge-results` joins (docs/reliability.md)")
     sub.choices["evaluate"].add_argument("--compare", action="store_true", help="compare greedy, beam, beam + LM "
                                          "and beam + lexicon (those given) side by side on the same model outputs")
     sub.choices["evaluate"].add_argument("--corrector", help="also report CER/WER after T5 correction with this "
@@ -493,6 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corrector_commands(sub)
     _add_serve_command(sub)
     _add_export_command(sub)
+    p = sub.add_parser("merge-results", help="join the JSON or TSV files of `recognize --shard` runs in input order",
+                       description="Check that the shard files are complete (every K of N), disjoint and of "
+                       "the same inputs, then write them as one unsharded `recognize` run writes its JSON or TSV.")
+    p.add_argument("output", help="merged JSON or TSV file to write")
+    p.add_argument("shards", nargs="+", help="the shard files (results.shard-K-of-N.json or .tsv)")
+    p.set_defaults(func=cmd_merge_results)
     return parser
 
 
@@ -747,7 +792,7 @@ def _add_export_command(sub) -> None:
 USER_ERRORS = (("charmap", "MappingError"), ("checkpoint", "CheckpointError"), ("config", "ConfigError"),
                ("datasets.sample", "DataError"), ("decoding", "DecodingError"), ("images", "ImageError"),
                ("lm", "LMError"), ("correction", "CorrectionError"), ("export", "ExportError"),
-               ("runtime", "ModelFileError"))
+               ("runtime", "ModelFileError"), ("training.faults", "NumericalFault"))
 
 
 def _user_errors() -> tuple[type, ...]:

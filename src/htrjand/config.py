@@ -6,6 +6,7 @@ carry their own help text. The CLI turns every field into a `--flag` (see `add_a
 from __future__ import annotations
 
 import argparse
+import reprlib
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -62,6 +63,8 @@ class TrainConfig:
     devices: str = field(default="auto", metadata={"help": "devices per node (number, list or auto)"})
     strategy: str = field(default="auto", metadata={"help": "Lightning strategy, e.g. ddp"})
     num_nodes: int = field(default=1, metadata={"help": "nodes for multi-node DDP"})
+    sync_batchnorm: bool = field(default=True, metadata={
+        "help": "DDP: BatchNorm statistics over the global batch, as one process would (false: per rank)"})
     seed: int = field(default=42, metadata={"help": "random seed (model init, data order, augmentation)"})
     deterministic: bool = field(default=False, metadata={"help": "force deterministic kernels (slower on GPU)"})
     patience: int = field(default=10, metadata={"help": "early stopping: validations without a better CER"})
@@ -69,7 +72,11 @@ class TrainConfig:
     val_every: float = field(default=1.0, metadata={
         "help": "validate every N epochs (>= 1) or every fraction of an epoch (< 1)"})
     checkpoint_every: int = field(default=200, metadata={"help": "write last.ckpt every N steps (and at epoch end)"})
-    resume: str = field(default="", metadata={"help": "checkpoint to resume from, or 'auto' for OUTPUT/last.ckpt"})
+    resume: str = field(default="", metadata={
+        "help": "checkpoint to resume from, or 'auto' for OUTPUT/last.ckpt (falling back to last.prev.ckpt, "
+                "with a warning, when last.ckpt fails its sha256 check)"})
+    max_bad_steps: int = field(default=20, metadata={
+        "help": "a step with a NaN/inf loss or gradient is skipped; stop after this many in a row (0 = never stop)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 
@@ -150,15 +157,16 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             if annotation is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return annotation(value)
-    except (ValueError, TypeError, StopIteration):
-        raise ConfigError(f"{where}: cannot use {value!r} as {getattr(annotation, '__name__', annotation)}") from None
+    except (ValueError, TypeError, StopIteration, OverflowError, yaml.YAMLError, RecursionError):
+        raise ConfigError(f"{where}: cannot use {reprlib.repr(value)} as "
+                          f"{getattr(annotation, '__name__', annotation)}") from None
     return value
 
 
 def _apply(section: Any, values: dict, where: str) -> None:
     known = {f.name: f for f in fields(section)}
     for key, value in values.items():
-        key = key.replace("-", "_")
+        key = str(key).replace("-", "_")
         if key not in known:
             raise ConfigError(f"{where}: unknown option {key!r} (known: {', '.join(known)})")
         setattr(section, key, _convert(value, known[key].type, f"{where}.{key}"))
@@ -172,8 +180,8 @@ def read_yaml(path: Path, what: str = "config file"):
         raise ConfigError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read {what} ({err})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: bad dates, huge integers
+        raise ConfigError(f"{path}: not valid YAML ({str(err) or 'nested too deeply'})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, dict] | None = None,
@@ -185,15 +193,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict] | Non
         raw = read_yaml(path, "config file")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a mapping with model/data/train sections")
-        unknown = set(raw) - {"preset", *SECTIONS}
+        unknown = set(map(str, raw)) - {"preset", *SECTIONS}
         if unknown:
             raise ConfigError(f"{path}: unknown sections {', '.join(sorted(unknown))}")
     overrides = overrides or {}
     name = preset_name or overrides.get("preset") or raw.get("preset") or default_preset
+    if not isinstance(name, str):
+        raise ConfigError(f"{path or 'config'}: preset must be a name, got {reprlib.repr(name)}")
     try:
         cfg = Config(preset=name, model=preset(name))
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(f"{path}: {err}" if path and raw.get("preset") == name else str(err)) from None
     where = str(path) if path else "config"
     for section in SECTIONS:
         if raw.get(section) is not None:

@@ -3,18 +3,22 @@
 No torch here: the ONNX runtime shares this preprocessing."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
 import os
-from collections.abc import Sequence
+import struct
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Union
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .datasets.geometry import MAX_COORDINATE  # a polygon beyond it is broken
 from .datasets.sample import LineCrop
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]  # bytes: an encoded image file
@@ -24,24 +28,65 @@ class ImageError(ValueError):
     """An image that cannot be read or used, with the file it came from."""
 
 
+def _env_pixels(default: int) -> int:
+    try:
+        value = int(os.environ.get("HTRJAND_MAX_IMAGE_PIXELS", default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+# Largest image (width x height) htrjand decodes: 150 MP holds an A2 page scanned at 600 dpi. Larger
+# ones, and decompression bombs (a small file whose header declares a huge size), are refused from
+# the header, before any pixel is decoded. Set HTRJAND_MAX_IMAGE_PIXELS to change it.
+MAX_IMAGE_PIXELS = _env_pixels(150_000_000)
+if Image.MAX_IMAGE_PIXELS and MAX_IMAGE_PIXELS >= 2 * Image.MAX_IMAGE_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2 + 1  # Pillow's own refusal must not come first
+
+# What Pillow's decoders raise for broken or hostile files (its fuzzing tests list most of these)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
+                 ZeroDivisionError, OverflowError, MemoryError, NotImplementedError, RuntimeError,
+                 Image.DecompressionBombError)
+
+
+def _name(image: object) -> str:
+    return "image bytes" if isinstance(image, (bytes, bytearray, memoryview)) else str(image)
+
+
+@contextlib.contextmanager
+def open_image(image: str | Path | bytes) -> Iterator[Image.Image]:
+    """A Pillow image opened from a file or encoded bytes, its size checked against
+    `MAX_IMAGE_PIXELS` from the header alone; `ImageError` naming the file otherwise."""
+    name = _name(image)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_IMAGE_PIXELS applies
+            im = Image.open(io.BytesIO(image) if isinstance(image, bytes) else image)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: image file not found") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{name}: image too large, refused ({err})") from None
+    except DECODE_ERRORS as err:
+        raise ImageError(f"{name}: cannot read image ({err or type(err).__name__})") from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise ImageError(f"{name}: image of {w}x{h} pixels is over the limit of {MAX_IMAGE_PIXELS:,} "
+                             "pixels (htrjand.images.MAX_IMAGE_PIXELS, HTRJAND_MAX_IMAGE_PIXELS); refused")
+        if w < 1 or h < 1:
+            raise ImageError(f"{name}: empty image ({w}x{h} pixels)")
+        yield im
+
+
 def load_gray(image: ImageInput) -> np.ndarray:
     """Any supported input as a uint8 grayscale array (dark ink on light paper)."""
-    if isinstance(image, bytes):
-        try:
-            with Image.open(io.BytesIO(image)) as im:
+    if isinstance(image, (bytes, str, Path)):
+        with open_image(image) as im:
+            try:
                 im.load()
                 return np.asarray(_to_gray(im))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-            raise ImageError(f"cannot decode image bytes ({err})") from None
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as im:
-                im.load()
-                return np.asarray(_to_gray(im))
-        except FileNotFoundError:
-            raise ImageError(f"{image}: image file not found") from None
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-            raise ImageError(f"{image}: cannot read image ({err})") from None
+            except DECODE_ERRORS as err:
+                raise ImageError(f"{_name(image)}: cannot decode image ({err or type(err).__name__})") from None
     if isinstance(image, Image.Image):
         return np.asarray(_to_gray(image))
     if isinstance(image, np.ndarray):
@@ -73,9 +118,14 @@ MASK_DILATION = 3  # the polygon is grown by this much before pixels outside it 
 def crop_line(page: np.ndarray, crop: LineCrop, where: str = "") -> np.ndarray:
     """Cut a line from a grayscale page: the polygon's box plus a margin, clipped to the page, with
     everything outside the (slightly dilated) polygon painted white when `crop.mask` is set."""
-    pts = np.asarray(crop.polygon, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[0] < 2 or not np.isfinite(pts).all():
+    try:
+        pts = np.asarray(crop.polygon, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        pts = np.empty((0,))
+    if pts.ndim != 2 or pts.shape[0] < 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
         raise ImageError(f"{where}: line has no usable polygon".lstrip(": "))
+    if np.abs(pts).max() > MAX_COORDINATE:
+        raise ImageError(f"{where}: line polygon has coordinates beyond {MAX_COORDINATE:g} pixels".lstrip(": "))
     h, w = page.shape
     x0, y0 = (np.floor(pts.min(0)) - CROP_MARGIN).astype(int)
     x1, y1 = (np.ceil(pts.max(0)) + CROP_MARGIN + 1).astype(int)
@@ -105,9 +155,12 @@ def load_line(image: ImageInput, crop: LineCrop | None = None, where: str = "") 
         return load_gray(image)
     if isinstance(image, (str, Path)):
         try:
-            page = _page_gray(str(image), os.stat(image).st_mtime)
+            mtime = os.stat(image).st_mtime
         except FileNotFoundError:
             raise ImageError(f"{image}: page image file not found") from None
+        except (OSError, ValueError) as err:
+            raise ImageError(f"{image!r}: cannot read page image ({err})") from None
+        page = _page_gray(str(image), mtime)
     else:
         page = load_gray(image)
     return crop_line(page, crop, where or str(image))

@@ -160,7 +160,7 @@ def read_arpa(path: str | Path, unit: str | None = None) -> NGramLM:
         except ValueError:
             raise LMError(f"{path}:{i + 1}: bad count line {lines[i].strip()!r} (expected 'ngram N=COUNT')") from None
         i += 1
-    if not counts or sorted(counts) != list(range(1, max(counts) + 1)):
+    if not counts or sorted(counts) != list(range(1, len(counts) + 1)):  # not max(): `ngram 99999999=1`
         raise LMError(f"{path}:{i + 1}: the \\data\\ section must list 'ngram 1=..' up to the model's order")
     order = max(counts)
     table: dict[tuple[str, ...], tuple[float, float]] = {}
@@ -308,8 +308,8 @@ def read_sidecar(path: str | Path) -> dict:
         return {}
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LMError(f"{side}: cannot read the LM's settings ({err})".splitlines()[0]) from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # ValueError: JSON errors, huge ints
+        raise LMError(f"{side}: cannot read the LM's settings ({str(err) or 'nested too deeply'})".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise LMError(f"{side}: LM settings must be a JSON object")
     return data

@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import geometry, layout
 from .layout import PageDoc, PageLine
+from .paths import Confinement
 from .sample import DataError, Problems, Sample
 from .spec import DatasetSpec
 from .xml import local, parse_xml
@@ -57,7 +58,10 @@ def _float(element: etree._Element, attr: str) -> float | None:
     value = element.get(attr)
     if value is None or not value.strip():
         return None
-    return float(value)  # ValueError for junk, reported by the caller
+    try:
+        return geometry.number(value)
+    except geometry.PointsError as err:
+        raise ValueError(f"{attr}: {err}") from None  # reported by the caller
 
 
 def _scale(root: etree._Element, path: Path, image: Path | None) -> float:
@@ -138,11 +142,13 @@ def _reading_order(root: etree._Element) -> list[str]:
     return ids
 
 
-def parse_alto(root: etree._Element, path: Path, problems: Problems | None = None) -> PageDoc:
-    """A `PageDoc` of a parsed ALTO file (coordinates in pixels)."""
+def parse_alto(root: etree._Element, path: Path, problems: Problems | None = None,
+               confine: Confinement | None = None) -> PageDoc:
+    """A `PageDoc` of a parsed ALTO file (coordinates in pixels; the image is looked for within
+    `confine`, see `layout.page_confinement`)."""
     name_el = _child(root, "Description", "sourceImageInformation", "fileName")
     image_ref = (name_el.text or "").strip() if name_el is not None else ""
-    image, tried = layout.find_image(path, image_ref)
+    image, tried, refused = layout.locate_image(path, image_ref, confine)
     where_el = next((e for e in (name_el, _child(root, "Description")) if e is not None), root)
     scale = _scale(root, path, image)
     layout_el = _child(root, "Layout")
@@ -157,7 +163,7 @@ def parse_alto(root: etree._Element, path: Path, problems: Problems | None = Non
         except ValueError:
             size = None
     doc = PageDoc(path, FORMAT, root, image, image_ref, f"{path}:{where_el.sourceline}", size=size,
-                  fallbacks=("box", "baseline"), images_tried=tried)
+                  fallbacks=("box", "baseline"), images_tried=tried, image_refused=refused)
 
     tags = _tag_labels(root)
     ordered: list[PageLine] = []
@@ -211,7 +217,7 @@ def _alto_line(element: etree._Element, index: int, path: Path, scale: float, ta
     if raw:
         try:
             if len(raw.split()) == 1 and "," not in raw:  # ALTO 2/3: the baseline's y only
-                y = float(raw)
+                y = geometry.number(raw)
                 if hpos is not None and width is not None:
                     baseline = ((hpos * scale, y * scale), ((hpos + width) * scale, y * scale))
             else:

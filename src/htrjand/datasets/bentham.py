@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..charset import normalize_text
 from .idlists import image_index, listed_or_all, read_pairs, unescape_entities
+from .paths import Confinement
 from .sample import DataError, Problems, Sample
 from .spec import DatasetSpec
 
@@ -63,6 +64,6 @@ def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
         list_path = root / "Partitions" / PARTITIONS[split]
         if not list_path.is_file():
             raise DataError(f"{spec.path}: Bentham partition list {list_path} not found")
-    pairs = read_pairs(listed_or_all(list_path, texts), texts, images, problems, decode)
+    pairs = read_pairs(listed_or_all(list_path, texts), texts, images, problems, decode, Confinement.of(spec, FORMAT))
     return [Sample(image, text, spec.name or FORMAT, page_id(line_id), str(text_file), line_id=line_id)
             for line_id, image, text, text_file in pairs]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..charset import normalize_text
 from .idlists import image_index, select_listed, text_lines
+from .paths import Confinement
 from .sample import DataError, Problems, Sample
 from .spec import DatasetSpec
 
@@ -133,6 +134,7 @@ def read_lines(spec: DatasetSpec, problems: Problems, root: Path, sets: Path | N
     if not folder.is_dir():
         raise DataError(f"{folder}: line image folder not found")
     images = image_index(folder, (".png",))
+    confine = Confinement.of(spec, name, root)  # `spec.path` may be the transcription file
     samples = []
     for record in chosen:
         where = f"{transcription}:{record.lineno}"
@@ -144,6 +146,8 @@ def read_lines(spec: DatasetSpec, problems: Problems, root: Path, sets: Path | N
         image = images.get(record.line_id)
         if image is None:
             problems.add("missing image", where, f"image {folder / (record.line_id + '.png')} not found")
+            continue
+        if confine.refuse(image, problems, where):
             continue
         samples.append(Sample(image, text, spec.name or name, record.page_id, where, line_id=record.line_id))
     return samples

@@ -11,16 +11,27 @@ import numpy as np
 from .sample import Point
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+MAX_COORDINATE = 1e7  # pixels; a larger coordinate (1e999 reads as infinity) is a broken file
+MAX_POINTS = 10_000  # a line outline with more points is a broken or hostile file
+MAX_CHECKED_POINTS = 500  # `self_intersects` compares every pair of edges: larger outlines are simplified first
 
 
 class PointsError(ValueError):
     """A point list that cannot be parsed."""
 
 
+def number(token: str | None, text: str = "") -> float:
+    """One coordinate: a plain decimal number within +-`MAX_COORDINATE` (`PointsError` otherwise)."""
+    return _number((token or "").strip(), text or token or "")
+
+
 def _number(token: str, text: str) -> float:
     if not _NUMBER.match(token):
-        raise PointsError(f"{token!r} is not a number in point list {_short(text)!r}")
-    return float(token)
+        raise PointsError(f"{_short(token, 30)!r} is not a number in point list {_short(text)!r}")
+    value = float(token)
+    if not abs(value) <= MAX_COORDINATE:
+        raise PointsError(f"coordinate {_short(token, 30)} is out of range (beyond {MAX_COORDINATE:g})")
+    return value
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -37,6 +48,8 @@ def parse_points(text: str) -> tuple[Point, ...]:
     tokens = text.split()
     if not tokens:
         return ()
+    if len(tokens) > (MAX_POINTS if any("," in t for t in tokens[:2]) else 2 * MAX_POINTS):
+        raise PointsError(f"point list has more than {MAX_POINTS} points")
     if any("," in t for t in tokens):
         points = []
         for token in tokens:
@@ -109,6 +122,13 @@ def self_intersects(points: Sequence[Point]) -> bool:
         if (cross & ~adjacent).any():
             return True
     return False
+
+
+def simplify(points: Sequence[Point], tolerance: float = 0.5) -> tuple[Point, ...]:
+    """The closed polygon with points dropped while it stays within `tolerance` pixels of the
+    original (Douglas-Peucker): a contour traced pixel by pixel keeps its shape with far fewer points."""
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 1, 2)
+    return tuple((float(x), float(y)) for x, y in cv2.approxPolyDP(pts, tolerance, True).reshape(-1, 2))
 
 
 def convex_hull(points: Sequence[Point]) -> tuple[Point, ...]:

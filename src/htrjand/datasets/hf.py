@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..charset import normalize_text
+from .paths import Confinement, is_file
 from .sample import DataError, Problems, Sample
 from .spec import DatasetSpec
 
@@ -224,13 +225,16 @@ def _batches(part: Part, columns: list[str]) -> tuple[Any, Iterator[Any]]:
 def _image_value(value: Any, folder: Path) -> Path | bytes | None:
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
-        if data:
+        if data and isinstance(data, (bytes, bytearray, memoryview)):
             return bytes(data)
         value = path
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value) or None
-    if isinstance(value, str) and value:
-        path = Path(value).expanduser()
+    if isinstance(value, str) and value and "\0" not in value:
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # "~user/..." naming no user here
+            path = Path(value)
         return path if path.is_absolute() else folder / path
     return None
 
@@ -259,6 +263,7 @@ def read_part(spec: DatasetSpec, part: Part, problems: Problems, name: str) -> l
     features = _features(part, schema)
     names = list(schema.names)
     image_col = _image_column(spec, schema, features, part.path)
+    confine = Confinement.of(spec, FORMAT, part.path.parent)  # open unless allow_outside=false
     text_col = _pick(spec, "text_column", names, TEXT_NAMES, part.path, True)
     text_type = schema.field(text_col).type
     labels = None
@@ -282,7 +287,9 @@ def read_part(spec: DatasetSpec, part: Part, problems: Problems, name: str) -> l
                 if image is None:
                     problems.add("missing image", where, f"row {line_id} has no image in column {image_col!r}")
                     continue
-                if isinstance(image, Path) and not image.is_file():
+                if isinstance(image, Path) and confine.refuse(image, problems, where):
+                    continue
+                if isinstance(image, Path) and not is_file(image):
                     problems.add("missing image", where, f"image {image} not found")
                     continue
                 text = normalize_text(_text_value(values[text_col][i], labels))

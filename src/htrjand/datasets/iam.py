@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..charset import normalize_text
 from .idlists import first_existing, select_listed, text_lines, unescape_entities
+from .paths import Confinement, is_file
 from .sample import DataError, Problems, Sample
 from .spec import DatasetSpec
 
@@ -176,6 +177,7 @@ def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
     if status not in ("all", "ok"):
         raise DataError(f"{spec.path}: IAM status must be all or ok, got {status!r}")
     images = Path(spec.option("images")).expanduser() if spec.option("images") else root / "lines"
+    confine = Confinement.of(spec, FORMAT, root, images)  # `images=DIR` is the user's choice
     lines = read_lines_txt(lines_txt, problems)
     writers = read_writers(lines_txt.parent / "forms.txt", problems)
     list_path = split_list(spec, root)
@@ -186,7 +188,9 @@ def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
             continue
         image = images / line.form_id.split("-")[0] / line.form_id / f"{line.line_id}.png"
         where = f"{lines_txt}:{line.lineno}"
-        if not image.is_file():
+        if confine.refuse(image, problems, where):
+            continue
+        if not is_file(image):
             problems.add("missing image", where, f"image {image} not found")
             continue
         samples.append(Sample(image, line.text, spec.name or FORMAT, writers.get(line.form_id, line.form_id),

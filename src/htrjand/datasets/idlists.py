@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from .paths import Confinement, is_file
 from .sample import DataError, Problems
 
 _ENTITY = re.compile(r"&(?:quot|amp|apos|lt|gt|#[0-9]+|#x[0-9a-fA-F]+);")
@@ -95,23 +96,31 @@ def image_index(folder: Path, suffixes: tuple[str, ...] = (".png", ".jpg", ".jpe
 
 
 def read_pairs(entries: list[tuple[str, str]], texts: Path, images: dict[str, Path], problems: Problems,
-               decode: Callable[[str], str]) -> list[tuple[str, Path, str, Path]]:
+               decode: Callable[[str], str], confine: Confinement | None = None) -> list[tuple[str, Path, str, Path]]:
     """(line id, image, decoded text, transcription file) for each `(line id, where listed)` of a
-    layout with one `<id>.txt` per line image; lines without both files go to `problems`."""
+    layout with one `<id>.txt` per line image; lines without both files, or (with `confine`) with
+    either outside the dataset folder, go to `problems`."""
     pairs = []
     for line_id, listed in entries:
         text_file = texts / f"{line_id}.txt"
-        if not text_file.is_file():
+        if confine is not None and confine.refuse(text_file, problems, listed, f"transcription of line {line_id!r}"):
+            continue
+        if not is_file(text_file):
             kind = "missing transcription" if line_id in images else "unknown split id"
             problems.add(kind, listed, f"no transcription {text_file.name} for line {line_id}")
             continue
         if line_id not in images:
             problems.add("missing image", str(text_file), f"no image for line {line_id}")
             continue
+        if confine is not None and confine.refuse(images[line_id], problems, str(text_file)):
+            continue
         try:
             text = decode(text_file.read_bytes().decode("utf-8-sig"))
         except UnicodeDecodeError as err:
             problems.add("undecodable transcription", str(text_file), f"not UTF-8 (byte {err.start})")
+            continue
+        except OSError as err:
+            problems.add("unreadable transcription", str(text_file), f"cannot read it ({err.strerror or err})")
             continue
         pairs.append((line_id, images[line_id], text, text_file))
     return pairs

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..charset import normalize_text
 from . import geometry
+from .paths import KIND as OUTSIDE, Confinement, is_file
 from .sample import DataError, LineCrop, Point, Problems, Sample
 from .spec import DatasetSpec
 from .xml import local, namespace, parse_xml
@@ -86,6 +87,7 @@ class PageDoc:
     size: tuple[float, float] | None = None  # page size the file declares, in pixels
     fallbacks: tuple[str, ...] = ("baseline", "box")  # geometry to try, in order, without a polygon
     images_tried: tuple[Path, ...] = ()
+    image_refused: str = ""  # why an image that exists was not used (outside the dataset folder)
 
 
 # ---------------------------------------------------------------- files and detection
@@ -153,11 +155,20 @@ def check_root(root: etree._Element, path: Path) -> str:
     return fmt
 
 
-def find_image(xml_path: Path, ref: str) -> tuple[Path | None, tuple[Path, ...]]:
+def page_confinement(xml_path: Path, confine: Confinement | None = None) -> Confinement:
+    """Where a page file's image may lie: the dataset's folders (`confine`; by default the file's
+    own) and the folder above the file's (Transkribus' `page/`, OCR-D). A symlink as the image itself
+    is followed wherever it points: `htrjand recognize` links the page image beside the XML it writes."""
+    confine = confine or Confinement((xml_path.parent,))
+    return confine.widened(xml_path.parent.parent, follow_last=False)
+
+
+def find_image(xml_path: Path, ref: str, confine: Confinement | None = None
+               ) -> tuple[Path | None, tuple[Path, ...]]:
     """The page image a file names, relative to the file's folder (also its parent folder, where
     Transkribus exports put images beside a `page/` folder; a URL or foreign path by its file
     name), else an image with the file's stem next to it. Returns the image (None when none
-    exists) and the paths tried."""
+    exists, or with `confine` none that it permits) and the paths tried."""
     folder = xml_path.parent
     tried: list[Path] = []
     ref = ref.strip()
@@ -172,7 +183,18 @@ def find_image(xml_path: Path, ref: str) -> tuple[Path | None, tuple[Path, ...]]
             tried.append(folder / name)
     tried += [folder / (xml_path.stem + suffix) for suffix in IMAGE_SUFFIXES]
     unique = tuple(dict.fromkeys(tried))
-    return next((p for p in unique if p.is_file()), None), unique
+    found = (p for p in unique if is_file(p) and (confine is None or confine.permits(p)))
+    return next(found, None), unique
+
+
+def locate_image(xml_path: Path, ref: str, confine: Confinement | None = None
+                 ) -> tuple[Path | None, tuple[Path, ...], str]:
+    """`find_image` within `page_confinement`, and why an existing image was refused ('' if none)."""
+    confine = page_confinement(xml_path, confine)
+    image, tried = find_image(xml_path, ref, confine)
+    refused = "" if image is not None else next(
+        (confine.reason(p) for p in tried if is_file(p) and not confine.permits(p)), "")
+    return image, tried, refused
 
 
 # ---------------------------------------------------------------- type filters
@@ -218,15 +240,21 @@ def _xml_problem(err: DataError, path: Path) -> tuple[str, str]:
 # ---------------------------------------------------------------- samples
 
 def image_header(path: Path) -> tuple[tuple[int, int], float | None]:
-    """(width, height) and DPI (None when the header has none) from an image header only."""
-    with Image.open(path) as im:
-        dpi = im.info.get("dpi")
-        try:
-            # rounded: PNG stores whole pixels per metre, so 100 dpi reads back as 99.9998
-            dpi = round(float(dpi[0]), 2) if dpi and float(dpi[0]) > 1 else None
-        except (TypeError, ValueError, IndexError):
-            dpi = None
-        return im.size, dpi
+    """(width, height) and DPI (None when the header has none) from an image header only; an
+    unreadable image, or one over `images.MAX_IMAGE_PIXELS`, raises `OSError`."""
+    from ..images import ImageError, open_image  # lazily: htrjand.images imports this package
+
+    try:
+        with open_image(path) as im:
+            dpi = im.info.get("dpi")
+            try:
+                # rounded: PNG stores whole pixels per metre, so 100 dpi reads back as 99.9998
+                dpi = round(float(dpi[0]), 2) if dpi and 1 < float(dpi[0]) < 1e6 else None
+            except (TypeError, ValueError, IndexError, OverflowError):
+                dpi = None
+            return im.size, dpi
+    except ImageError as err:
+        raise OSError(str(err).removeprefix(f"{path}: ")) from None
 
 
 def line_height(lines: Iterable[PageLine], page_height: float | None) -> float:
@@ -240,11 +268,20 @@ def line_height(lines: Iterable[PageLine], page_height: float | None) -> float:
 
 
 def line_crop(doc: PageDoc, line: PageLine, height: float, problems: Problems) -> LineCrop | None:
-    """Where `line` lies on the page image: its polygon (a self-intersecting one replaced by its
-    convex hull), else the format's fallbacks; None (reported) when nothing usable remains."""
+    """Where `line` lies on the page image: its polygon (a self-intersecting one, or one too
+    complex to check, replaced by its convex hull), else the format's fallbacks; None (reported)
+    when nothing usable remains."""
     where = line.source
     polygon = geometry.clean(line.polygon)
     issue = line.polygon_error
+    if polygon and not issue and len(polygon) > geometry.MAX_CHECKED_POINTS:
+        polygon = geometry.simplify(polygon)  # within half a pixel
+        if len(polygon) > geometry.MAX_CHECKED_POINTS:
+            hull = geometry.convex_hull(polygon)
+            if not geometry.degenerate(hull):
+                note(problems, "repaired polygon", where, f"polygon of {len(line.polygon)} points is too complex to "
+                     "check for self-intersection; using its convex hull")
+                return LineCrop(hull, line.baseline, mask=True)
     if polygon and not issue:
         if geometry.self_intersects(polygon):
             hull = geometry.convex_hull(polygon)
@@ -282,6 +319,8 @@ def _outside(crop: LineCrop, size: tuple[int, int]) -> bool:
     (the test `images.crop_line` applies)."""
     from ..images import CROP_MARGIN  # lazily: htrjand.images imports this package
     left, top, right, bottom = crop.bounds
+    if not all(map(math.isfinite, (left, top, right, bottom))):
+        return True
     w, h = size
     x0, y0 = max(math.floor(left) - CROP_MARGIN, 0), max(math.floor(top) - CROP_MARGIN, 0)
     x1, y1 = min(math.ceil(right) + CROP_MARGIN + 1, w), min(math.ceil(bottom) + CROP_MARGIN + 1, h)
@@ -291,6 +330,9 @@ def _outside(crop: LineCrop, size: tuple[int, int]) -> bool:
 def page_samples(doc: PageDoc, lines: list[PageLine], dataset: str, problems: Problems) -> list[Sample]:
     """Samples for `lines` of a parsed page (the page's lines already filtered by type)."""
     if not lines:
+        return []
+    if doc.image is None and doc.image_refused:
+        problems.add(OUTSIDE, doc.image_where, f"page image {doc.image_refused}; its {len(lines)} lines are skipped")
         return []
     if doc.image is None:
         tried = ", ".join(str(p) for p in doc.images_tried)
@@ -350,7 +392,7 @@ def dataset_name(spec: DatasetSpec) -> str:
     return (path if path.is_dir() else path.parent).resolve().name
 
 
-def _parser(fmt: str) -> Callable[[etree._Element, Path, Problems | None], PageDoc]:
+def _parser(fmt: str) -> Callable[..., PageDoc]:
     from . import alto, pagexml  # lazily: both import this module
 
     return pagexml.parse_page if fmt == "page" else alto.parse_alto
@@ -370,6 +412,7 @@ def read_pages(spec: DatasetSpec, problems: Problems, fmt: str) -> list[Sample]:
     if not files:
         raise DataError(f"{path}: no .xml files found")
     keep, dataset = type_filter(spec), dataset_name(spec)
+    confine = Confinement.of(spec, fmt)
     samples: list[Sample] = []
     found = filtered = broken = 0
     for file in files:
@@ -391,7 +434,7 @@ def read_pages(spec: DatasetSpec, problems: Problems, fmt: str) -> list[Sample]:
             log.info("%s: is %s, read as such", file, kind)
         found += 1
         try:
-            doc = _parser(kind)(root, file, problems)
+            doc = _parser(kind)(root, file, problems, confine=confine)
         except DataError as err:
             where, message = _xml_problem(err, file)
             problems.add("unusable file", where, message + "; the whole file is skipped")
@@ -408,10 +451,11 @@ def read_pages(spec: DatasetSpec, problems: Problems, fmt: str) -> list[Sample]:
     return samples
 
 
-def load_page(path: Path, problems: Problems | None = None) -> PageDoc:
-    """Parse one PAGE or ALTO file (format from its root element) into a `PageDoc`."""
+def load_page(path: Path, problems: Problems | None = None, confine: Confinement | None = None) -> PageDoc:
+    """Parse one PAGE or ALTO file (format from its root element) into a `PageDoc` (its image looked
+    for within `confine`, by default the file's folder and the one above it)."""
     root = parse_xml(path)
     fmt = check_root(root, path)
     if not fmt:
         raise DataError(f"{path}: root element <{local(root.tag)}> is neither PAGE (PcGts) nor ALTO (alto)")
-    return _parser(fmt)(root, path, problems)
+    return _parser(fmt)(root, path, problems, confine=confine)

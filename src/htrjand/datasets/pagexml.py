@@ -19,6 +19,7 @@ from lxml import etree
 
 from . import geometry, layout
 from .layout import PageDoc, PageLine
+from .paths import Confinement
 from .sample import Problems, Sample
 from .spec import DatasetSpec
 from .xml import local, parse_xml
@@ -65,8 +66,7 @@ def _text_equiv(element: etree._Element) -> str | None:
         return None
 
     def rank(pair: tuple[int, etree._Element]) -> tuple[int, int]:
-        index = pair[1].get("index", "")
-        return (int(index) if index.strip().lstrip("-").isdigit() else 1 << 30, pair[0])
+        return (_int(pair[1].get("index"), 1 << 30), pair[0])
 
     best = min(enumerate(equivs), key=rank)[1]
     unicode = _children(best, "Unicode")
@@ -88,7 +88,10 @@ def _points(element: etree._Element | None, what: str) -> tuple[tuple, str]:
     try:
         if element.get("points") is not None:
             return geometry.parse_points(element.get("points")), ""
-        return tuple((float(p.get("x")), float(p.get("y"))) for p in _children(element, "Point")), ""
+        points = _children(element, "Point")
+        if len(points) > geometry.MAX_POINTS:
+            raise geometry.PointsError(f"{len(points)} Point elements, more than {geometry.MAX_POINTS}")
+        return tuple((geometry.number(p.get("x")), geometry.number(p.get("y"))) for p in points), ""
     except (geometry.PointsError, TypeError, ValueError) as err:
         return (), f"unparsable {what} points: {err}"
 
@@ -138,17 +141,19 @@ def _line_order(lines: list[etree._Element]) -> list[etree._Element]:
     return lines
 
 
-def parse_page(root: etree._Element, path: Path, problems: Problems | None = None) -> PageDoc:
-    """A `PageDoc` of a parsed PAGE file (geometry problems are reported when lines are cut)."""
+def parse_page(root: etree._Element, path: Path, problems: Problems | None = None,
+               confine: Confinement | None = None) -> PageDoc:
+    """A `PageDoc` of a parsed PAGE file (geometry problems are reported when lines are cut; the
+    image is looked for within `confine`, see `layout.page_confinement`)."""
     page = next((c for c in root if local(c.tag) == "Page"), None)
     if page is None:
         page = root  # tolerate a missing Page wrapper: lines are found anyway
     image_ref = page.get("imageFilename", "")
-    image, tried = layout.find_image(path, image_ref)
+    image, tried, refused = layout.locate_image(path, image_ref, confine)
     width, height = _int(page.get("imageWidth"), 0), _int(page.get("imageHeight"), 0)
     doc = PageDoc(path, FORMAT, root, image, image_ref, f"{path}:{page.sourceline}",
                   size=(width, height) if width > 0 and height > 0 else None,
-                  fallbacks=("baseline", "box"), images_tried=tried)
+                  fallbacks=("baseline", "box"), images_tried=tried, image_refused=refused)
 
     lines: dict[etree._Element, PageLine] = {}
     by_region: dict[etree._Element, list[etree._Element]] = {}

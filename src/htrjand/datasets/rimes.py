@@ -22,7 +22,9 @@ from pathlib import Path
 from lxml import etree
 
 from ..charset import normalize_text
+from .geometry import MAX_COORDINATE
 from .idlists import first_existing, image_index, listed_or_all, read_pairs
+from .paths import KIND, Confinement, is_file
 from .sample import DataError, LineCrop, Problems, Sample
 from .spec import DatasetSpec
 from .xml import local, parse_xml
@@ -90,7 +92,7 @@ def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
     if spec.path.is_file():
         if split:
             raise DataError(f"{spec.path}: give the RIMES folder, not one XML file, to select a split")
-        return read_xml(spec.path, problems, spec.name or FORMAT, _images_option(spec))
+        return read_xml(spec.path, problems, spec.name or FORMAT, _images_option(spec), _confinement(spec))
     train_xml, test_xml = _xml_files(spec.path)
     if train_xml or test_xml:
         return _read_competition(spec, split, train_xml, test_xml, problems)
@@ -98,11 +100,16 @@ def read(spec: DatasetSpec, problems: Problems) -> list[Sample]:
     if root is None:
         raise DataError(f"{spec.path}: no RIMES files here (expected {TRAIN_XML[-1]} and {TEST_XML[0]}, "
                         f"or {LINES_DIR}/ with Images, Transcriptions and Sets)")
-    return _read_lines(root, split, problems, spec.name or FORMAT)
+    return _read_lines(root, split, problems, spec.name or FORMAT, _confinement(spec))
 
 
 def _images_option(spec: DatasetSpec) -> Path | None:
     return Path(spec.option("images")).expanduser() if spec.option("images") else None
+
+
+def _confinement(spec: DatasetSpec) -> Confinement:
+    """The dataset folder and the `images` folder the user named."""
+    return Confinement.of(spec, FORMAT, _images_option(spec))
 
 
 # --- ICDAR 2011 XML ------------------------------------------------------------------------------
@@ -114,7 +121,7 @@ def _page_number(page_id: str) -> int:
 
 def _read_competition(spec: DatasetSpec, split: str, train_xml: Path | None, test_xml: Path | None,
                       problems: Problems) -> list[Sample]:
-    name, images = spec.name or FORMAT, _images_option(spec)
+    name, images, confine = spec.name or FORMAT, _images_option(spec), _confinement(spec)
     try:
         val_pages = int(spec.option("val_pages", "0"))
     except ValueError:
@@ -127,23 +134,27 @@ def _read_competition(spec: DatasetSpec, split: str, train_xml: Path | None, tes
         raise DataError(f"{spec.path}: RIMES {missing} not found (needed for split {split!r})")
     samples = []
     if train_xml and split in ("", "train", "val"):
-        train, pages = _read_xml(train_xml, problems, name, images)
+        train, pages = _read_xml(train_xml, problems, name, images, confine)
         if val_pages > 0 and split:
             held = set(sorted(pages, key=_page_number)[-val_pages:])
             train = [s for s in train if (s.group in held) == (split == "val")]
         samples += train
     if test_xml and split in ("", "test"):
-        samples += read_xml(test_xml, problems, name, images)
+        samples += read_xml(test_xml, problems, name, images, confine)
     return samples
 
 
-def _page_image(file_name: str, xml_path: Path, images: Path | None) -> Path | None:
+def _page_image(file_name: str, xml_path: Path, images: Path | None,
+                confine: Confinement) -> tuple[Path | None, str]:
+    """The page image `FileName` names, and why one that exists was refused ('' if none)."""
     rel = Path(file_name.replace("\\", "/"))
     folder = xml_path.parent
     candidates = [images / rel.name] if images else []
     for base in (folder, folder / "training_2011", folder / "eval_2011"):
         candidates += [base / rel, base / "images_gray" / rel.name, base / "images" / rel.name, base / rel.name]
-    return next((c for c in candidates if c.is_file()), None)
+    found = [c for c in dict.fromkeys(candidates) if is_file(c)]
+    image = next((c for c in found if confine.permits(c)), None)
+    return image, "" if image is not None or not found else confine.reason(found[0])
 
 
 def _box(line: etree._Element) -> tuple[int, int, int, int]:
@@ -151,19 +162,25 @@ def _box(line: etree._Element) -> tuple[int, int, int, int]:
         left, top, right, bottom = (int(line.get(k)) for k in ("Left", "Top", "Right", "Bottom"))
     except (TypeError, ValueError):
         raise ValueError("needs integer Left, Top, Right and Bottom attributes") from None
+    if max(abs(left), abs(top), abs(right), abs(bottom)) > MAX_COORDINATE:
+        raise ValueError(f"has coordinates beyond {MAX_COORDINATE:g}")
     left, top = max(left, 0), max(top, 0)
     if right <= left or bottom <= top:
         raise ValueError(f"empty box (Left={left} Top={top} Right={right} Bottom={bottom})")
     return left, top, right, bottom
 
 
-def read_xml(path: Path, problems: Problems, name: str = FORMAT, images: Path | None = None) -> list[Sample]:
-    """Lines of one ICDAR 2011 XML file, cut from their page images."""
-    return _read_xml(path, problems, name, images)[0]
+def read_xml(path: Path, problems: Problems, name: str = FORMAT, images: Path | None = None,
+             confine: Confinement | None = None) -> list[Sample]:
+    """Lines of one ICDAR 2011 XML file, cut from their page images (found within `confine`, by
+    default the file's folder and `images`)."""
+    return _read_xml(path, problems, name, images, confine)[0]
 
 
-def _read_xml(path: Path, problems: Problems, name: str, images: Path | None) -> tuple[list[Sample], list[str]]:
+def _read_xml(path: Path, problems: Problems, name: str, images: Path | None,
+              confine: Confinement | None = None) -> tuple[list[Sample], list[str]]:
     """The lines of an XML file and the ids of all its pages (skipped ones included)."""
+    confine = confine or Confinement(tuple(p for p in (path.parent, images) if p is not None))
     root = parse_xml(path)
     if local(root.tag) != "DocumentList":
         raise DataError(f"{path}:{root.sourceline}: not a RIMES DocumentList (root is <{local(root.tag)}>)")
@@ -175,10 +192,13 @@ def _read_xml(path: Path, problems: Problems, name: str, images: Path | None) ->
         if not file_name:
             problems.add("malformed record", f"{path}:{page.sourceline}", "SinglePage has no FileName")
             continue
-        image = _page_image(file_name, path, images)
+        image, refused = _page_image(file_name, path, images, confine)
         page_id = Path(file_name.replace("\\", "/")).stem
         pages.append(page_id)
         lines = [el for el in page.iter() if local(el.tag) == "Line"]
+        if refused:
+            problems.add(KIND, f"{path}:{page.sourceline}", f"page image {refused} ({len(lines)} lines skipped)")
+            continue
         if image is None:
             problems.add("missing image", f"{path}:{page.sourceline}",
                          f"page image {file_name} not found ({len(lines)} lines skipped)")
@@ -197,12 +217,13 @@ def _read_xml(path: Path, problems: Problems, name: str, images: Path | None) ->
 
 # --- RIMES-2011-Lines ----------------------------------------------------------------------------
 
-def _read_lines(root: Path, split: str, problems: Problems, name: str) -> list[Sample]:
+def _read_lines(root: Path, split: str, problems: Problems, name: str, confine: Confinement) -> list[Sample]:
     texts, list_path = root / "Transcriptions", None
     if split:
         list_path = root / "Sets" / SET_FILES[split]
         if not list_path.is_file():
             raise DataError(f"{root}: RIMES split list {list_path} not found")
-    pairs = read_pairs(listed_or_all(list_path, texts), texts, image_index(root / "Images"), problems, normalize_text)
+    pairs = read_pairs(listed_or_all(list_path, texts), texts, image_index(root / "Images"), problems, normalize_text,
+                       confine)
     return [Sample(image, text, name, line_id.rsplit("_", 1)[0], str(text_file), line_id=line_id)
             for line_id, image, text, text_file in pairs]

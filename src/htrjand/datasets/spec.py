@@ -4,7 +4,8 @@ On the command line and in YAML lists a dataset is a string `[FORMAT:]PATH[?key=
 `copiste/train.tsv`, `iam:/data/IAM?split=train&scheme=aachen`, `washington:/data/gw?split=val&fold=cv2`,
 `pages/*.xml?name=archive&weight=2`. In YAML it may also be a mapping with the same keys
 (`{path: ..., format: iam, split: train, weight: 2, scheme: aachen}`). `split`, `name`, `weight` and
-`keep_empty` are common to all formats; every other key is an option of the format's reader.
+`keep_empty` are common to all formats, and so is `allow_outside` (read files that a dataset's own files
+name outside its folder; see `htrjand.datasets.paths`); every other key is an option of the format's reader.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from urllib.parse import parse_qsl
 
 from .sample import DataError
 
-COMMON_KEYS = ("path", "format", "split", "name", "weight", "keep_empty")
+COMMON_KEYS = ("path", "format", "split", "name", "weight", "keep_empty", "allow_outside")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 @dataclass
@@ -26,6 +28,7 @@ class DatasetSpec:
     weight: float | None = None  # sampling weight; None everywhere = every line once per epoch
     keep_empty: bool = False  # keep lines without transcription (recognition of PAGE/ALTO pages)
     options: dict[str, str] = field(default_factory=dict)
+    allow_outside: bool | None = None  # None: the format's default (`paths.OPEN_FORMATS`)
 
     def option(self, key: str, default: str = "") -> str:
         return str(self.options.get(key, default))
@@ -34,6 +37,8 @@ class DatasetSpec:
         query = {k: v for k, v in (("split", self.split), ("name", self.name)) if v}
         if self.weight is not None:
             query["weight"] = f"{self.weight:g}"
+        if self.allow_outside is not None:
+            query["allow_outside"] = str(self.allow_outside).lower()
         query.update({k: str(v) for k, v in self.options.items()})
         text = str(self.path) if self.format == "auto" else f"{self.format}:{self.path}"
         return text + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
@@ -71,7 +76,12 @@ def parse_spec(value: str | Path | dict | DatasetSpec, formats: tuple[str, ...] 
             raise DataError(f"{raw['path']}: dataset weight {weight!r} is not a number") from None
         if not weight > 0:
             raise DataError(f"{raw['path']}: dataset weight must be positive, got {weight}")
-    keep_empty = str(raw.get("keep_empty", "false")).lower() in ("1", "true", "yes", "on")
+    keep_empty = str(raw.get("keep_empty", "false")).lower() in TRUE
+    allow_outside = raw.get("allow_outside")
+    if allow_outside is not None:
+        if str(allow_outside).lower() not in TRUE + FALSE:
+            raise DataError(f"{raw['path']}: allow_outside must be true or false, got {allow_outside!r}")
+        allow_outside = str(allow_outside).lower() in TRUE
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
     return DatasetSpec(Path(str(raw["path"])).expanduser(), fmt, str(raw.get("split", "") or ""),
-                       str(raw.get("name", "") or ""), weight, keep_empty, options)
+                       str(raw.get("name", "") or ""), weight, keep_empty, options, allow_outside)

@@ -46,18 +46,33 @@ class SqueezeExcite(nn.Module):
         return x * scale[:, :, None, None]
 
 
+def _summed(t: Tensor, sync: bool) -> Tensor:
+    """`t` summed over the DDP ranks (gradients flow back to every rank) when `sync`, else `t`."""
+    if not sync or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
+
+
 class MaskedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose training statistics count real columns only, so that the amount of padding
-    in a batch does not shift the statistics that inference later uses."""
+    in a batch does not shift the statistics that inference later uses.
+
+    With `sync` (set by training under DDP) the statistics are those of the global batch, summed
+    over the ranks, as one process would compute them (torch's SyncBatchNorm has no mask)."""
+
+    sync = False
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if not self.training or mask is None:
             return super().forward(x)
         xf, m = x.float(), mask.float()
-        count = (m.sum() * x.shape[2]).clamp_min(2.0)  # mask is [B, 1, 1, W]: sum over B and W
-        mean = (xf * m).sum(dim=(0, 2, 3)) / count
+        sums = _summed(torch.cat([(m.sum() * x.shape[2])[None], (xf * m).sum(dim=(0, 2, 3))]), self.sync)
+        count = sums[0].clamp_min(2.0)  # mask is [B, 1, 1, W]: sum over B and W
+        mean = sums[1:] / count
         centred = (xf - mean[None, :, None, None]) * m
-        var = (centred ** 2).sum(dim=(0, 2, 3)) / count
+        var = _summed((centred ** 2).sum(dim=(0, 2, 3)), self.sync) / count
         with torch.no_grad():
             self.num_batches_tracked += 1
             weight = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)

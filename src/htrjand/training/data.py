@@ -172,7 +172,9 @@ class LineDataModule(L.LightningDataModule):
         self.groups, self.shares = groups, shares  # weighted multi-dataset sampling (training only)
 
     def resume_from(self, epoch: int, completed_batches: int) -> None:
-        """Continue a training epoch after `completed_batches` (set from a checkpoint)."""
+        """Continue training epoch `epoch` after its first `completed_batches` (set from a checkpoint
+        whose loop state `faults.settle_epoch_end` has settled: an epoch-end checkpoint gives the next
+        epoch and 0 batches)."""
         self.resume_epoch, self.resume_batches = epoch, completed_batches
 
     def _loader(self, dataset: LineDataset, shuffle: bool) -> DataLoader:
@@ -185,8 +187,6 @@ class LineDataModule(L.LightningDataModule):
                                      shares=self.shares if weighted else None)
         if shuffle:
             sampler.epoch, sampler.skip_batches = self.resume_epoch, self.resume_batches
-            if self.resume_batches >= len(sampler):  # checkpoint written at the end of that epoch
-                sampler.epoch, sampler.skip_batches = self.resume_epoch + 1, 0
             self.resume_batches = 0
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=self.collate,
                           generator=torch.Generator().manual_seed(self.seed), persistent_workers=False,

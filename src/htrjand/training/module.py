@@ -15,6 +15,8 @@ from ..checkpoint import FORMAT, FORMAT_VERSION
 from ..decoding import greedy_decode
 from ..metrics import ErrorCounter
 from ..model import HTRNet, ModelConfig
+from .faults import replay_epoch_end_schedulers, settle_epoch_end
+from ..model.layers import MaskedBatchNorm2d
 
 
 def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
@@ -47,6 +49,14 @@ class HTRModule(L.LightningModule):
         return self.model(images, widths)
 
     # ---- training -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # DDP: BatchNorm statistics over the global batch, so that R ranks x batch B train as one
+        # process with batch R*B does (docs/reliability.md)
+        sync = self.trainer.world_size > 1 and self.train_options.get("sync_batchnorm", True)
+        for module in self.model.modules():
+            if isinstance(module, MaskedBatchNorm2d):
+                module.sync = sync
+
     def training_step(self, batch, batch_idx):
         self.unreadable += batch["unreadable"]
         if "images" not in batch:
@@ -150,8 +160,26 @@ class HTRModule(L.LightningModule):
                 torch.cuda.set_rng_state_all(rng["cuda"])
         self.infeasible = checkpoint.get("infeasible", 0)
         self.unreadable = checkpoint.get("unreadable", 0)
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if self._trainer is None:
+            return
+        # before Lightning restores its loops from this dict: an epoch-end state as "next epoch not begun"
+        settled = settle_epoch_end(checkpoint)
+        self._replay_epoch_end = checkpoint.get("metrics", {}) if settled == "epoch end" else None
+        datamodule = self.trainer.datamodule
         if datamodule is not None:
-            progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+            loop = checkpoint.get("loops", {}).get("fit_loop", {})
+            epoch = loop.get("epoch_progress", {}).get("current", {}).get("processed", checkpoint.get("epoch", 0))
             # "processed" counts the batch whose on_train_batch_end wrote the checkpoint ("completed" does not)
-            datamodule.resume_from(checkpoint.get("epoch", 0), progress.get("current", {}).get("processed", 0))
+            batches = loop.get("epoch_loop.batch_progress", {}).get("current", {}).get("processed", 0)
+            datamodule.resume_from(epoch, batches)
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_replay_epoch_end", None) is not None:  # resumed at an epoch's end
+            replay_epoch_end_schedulers(self.trainer, self._replay_epoch_end)
+            self._replay_epoch_end = None
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning skips the plateau schedule's step at the end of the epoch a run resumed in
+        fit = self.trainer.fit_loop
+        if fit.restarting and fit.epoch_loop.batch_progress.is_last_batch:
+            replay_epoch_end_schedulers(self.trainer, self.trainer.callback_metrics)

@@ -16,13 +16,15 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..charset import Charset
-from ..checkpoint import CheckpointError, atomic_save, read_checkpoint
+from ..checkpoint import (CheckpointError, atomic_save, check_digest, digest_path, previous_path,
+                          read_checkpoint)
 from ..config import Config, ConfigError
 from ..charmap import CharMapping, MappingError
 from ..datasets import DatasetSpec, Problems, Sample, read_dataset, read_datasets, spec_of
 from ..model import ModelConfig, count_parameters
 from .data import LineDataModule, cache_lines, prepare_samples
 from .distill import Distillation
+from .faults import NumericalGuard
 from .module import HTRModule
 
 log = logging.getLogger("htrjand")
@@ -54,12 +56,62 @@ def _max_time(value: str):
 
 
 def _resume_path(cfg: Config) -> str | None:
+    """The checkpoint `--resume` names (for 'auto': OUTPUT/last.ckpt, else last.prev.ckpt), unread."""
     if not cfg.train.resume:
         return None
     if cfg.train.resume == "auto":
         last = Path(cfg.train.output) / "last.ckpt"
-        return str(last) if last.is_file() else None
+        found = [p for p in (last, previous_path(last)) if p.is_file()]
+        return str(found[0]) if found else None
     return cfg.train.resume
+
+
+def open_resume(cfg: Config) -> tuple[str | None, dict | None]:
+    """The checkpoint to resume from, read and checked against its digest.
+
+    An explicit path must be good (the error names it and offers last.prev.ckpt when that one is).
+    'auto' takes OUTPUT/last.ckpt; when that one is missing or fails its check it falls back to
+    OUTPUT/last.prev.ckpt with a warning, and moves the bad file aside to last.ckpt.corrupt so that
+    the next save keeps the good previous one. No checkpoint at all starts a fresh run."""
+    if not cfg.train.resume:
+        return None, None
+    if cfg.train.resume != "auto":
+        return cfg.train.resume, read_checkpoint(cfg.train.resume)
+    last = Path(cfg.train.output) / "last.ckpt"
+    errors = []
+    for path in (last, previous_path(last)):
+        if not path.is_file():
+            continue
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        if errors:
+            log.warning("%s\nresuming from the previous checkpoint %s (step %s) instead; the bad one is kept "
+                        "as %s", errors[0].split("; the previous")[0], path, ckpt.get("global_step"),
+                        last.name + ".corrupt")
+            for bad in (last, digest_path(last)):
+                try:
+                    os.replace(bad, bad.with_name(bad.name.replace("last.ckpt", "last.ckpt.corrupt")))
+                except FileNotFoundError:  # another DDP rank moved it already
+                    pass
+        elif check_digest(path) is None:
+            log.warning("%s has no sha256 digest (written by an older htrjand, or a crash came between the "
+                        "checkpoint and its digest): resuming from it unverified", path)
+        return str(path), ckpt
+    if errors:
+        raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(errors))
+    return None, None
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Delete `.NAME.*.tmp` files a killed run left half-written (never read: names start with '.')."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return  # DDP ranks started by rank 0 find the folder as rank 0 left it
+    for tmp in out.glob(".*.tmp"):
+        log.info("removing %s, left by an interrupted run", tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def _load_mapping(value: str) -> CharMapping:
@@ -99,8 +151,8 @@ def train(cfg: Config) -> dict:
     started = time.time()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
 
-    resume = _resume_path(cfg)
-    ckpt = read_checkpoint(resume) if resume else None
+    _remove_temporaries(out)
+    resume, ckpt = open_resume(cfg)
     mapping = (CharMapping.from_dict(ckpt["hyper_parameters"]["htrjand"].get("charset_mapping")) if ckpt
                else _load_mapping(cfg.data.charset_mapping))
 
@@ -171,7 +223,8 @@ def train(cfg: Config) -> dict:
 
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val_cer", mode="min", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
-    callbacks = [best, _LastCheckpoint(out / "last.ckpt", cfg.train.checkpoint_every),
+    guard = NumericalGuard(cfg.train.max_bad_steps)
+    callbacks = [best, _LastCheckpoint(out / "last.ckpt", cfg.train.checkpoint_every), guard,
                  EarlyStopping(monitor="val_cer", mode="min", patience=cfg.train.patience,
                                stopping_threshold=cfg.train.stop_cer or None, check_on_train_epoch_end=False)]
     if cfg.train.progress:
@@ -183,7 +236,8 @@ def train(cfg: Config) -> dict:
         accelerator=cfg.train.accelerator, devices=_devices(cfg.train.devices), strategy=cfg.train.strategy,
         num_nodes=cfg.train.num_nodes, precision=resolve_precision(cfg.train.precision, cfg.train.accelerator),
         gradient_clip_val=cfg.train.grad_clip or None, deterministic=cfg.train.deterministic or None,
-        callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+        callbacks=callbacks, plugins=[AtomicCheckpointIO(keep_previous=[out / "last.ckpt"],
+                                                         preloaded={resume: ckpt} if resume else None)],
         logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],  # new version per (re)start
         check_val_every_n_epoch=int(val_every) if val_every >= 1 else 1,
         val_check_interval=val_every if val_every < 1 else None,
@@ -200,7 +254,8 @@ def train(cfg: Config) -> dict:
         "charset_size": len(charset), "best_checkpoint": str(out / "best.ckpt"),
         "best_val_cer": float(best.best_model_score) if best.best_model_score is not None else None,
         "epochs": trainer.current_epoch, "steps": trainer.global_step,
-        "infeasible_ctc_samples": module.infeasible, "unreadable_training_images": module.unreadable, "skipped": dict(problems.counts()),
+        "infeasible_ctc_samples": module.infeasible, "unreadable_training_images": module.unreadable,
+        "bad_steps": guard.bad_steps, "resumed_from": resume, "skipped": dict(problems.counts()),
         "train_lines": len(train_set.samples), "val_lines": len(val_set.samples),
         "unknown_characters": {"train": dict(train_set.unknown), "val": dict(val_set.unknown)},
         "seconds": round(time.time() - started, 1),
@@ -245,10 +300,25 @@ def final_report(checkpoint: Path, val: list[Sample], test_specs: list[DatasetSp
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that never leaves a half-written file behind."""
+    """Lightning checkpoint IO that never leaves a half-written file behind: every checkpoint gets a
+    sha256 digest, and the files in `keep_previous` keep the version they replace (last.prev.ckpt).
+    `preloaded` maps a path to the checkpoint already read and verified from it (read once)."""
+
+    def __init__(self, keep_previous=(), preloaded: dict | None = None):
+        super().__init__()
+        self.keep_previous = {Path(p).resolve() for p in keep_previous}
+        self.preloaded = {str(Path(k).resolve()): v for k, v in (preloaded or {}).items()}
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        atomic_save(checkpoint, path)
+        atomic_save(checkpoint, path, digest=True, keep_previous=Path(path).resolve() in self.keep_previous)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        ckpt = self.preloaded.pop(str(Path(path).resolve()), None)
+        return ckpt if ckpt is not None else read_checkpoint(path)
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        digest_path(path).unlink(missing_ok=True)
 
 
 class _LastCheckpoint(L.Callback):
@@ -258,6 +328,8 @@ class _LastCheckpoint(L.Callback):
         self.path, self.every = path, max(1, every)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch-end checkpoint follows, with the epoch's validation in it
         if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
             trainer.save_checkpoint(self.path)
 

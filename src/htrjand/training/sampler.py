@@ -14,8 +14,15 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
     Samples are sorted by width (with a little seeded jitter so batches differ between epochs),
     cut into batches of at most `batch_size` lines and `max_pixels` padded pixels, and the batch
     order is shuffled. With `groups` (a dataset index per sample) and `shares` (per dataset), each
-    epoch draws the datasets' lines in proportion to the shares instead of taking every line once. Training batches are dealt round-robin to `num_replicas` ranks (DDP), every
-    rank getting the same count; evaluation lines are split between ranks before batching. `skip_batches` resumes an epoch part-way through.
+    epoch draws the datasets' lines in proportion to the shares instead of taking every line once.
+
+    DDP (`num_replicas` ranks): training cuts *global* batches of `batch_size * num_replicas` lines
+    (and `max_pixels` per rank's share), shuffles them exactly as one process would, and gives rank r
+    the lines r, r + R, ... of each global batch. So every rank has the same number of batches, the
+    ranks' lines within an epoch are disjoint, and R ranks x batch B train on the same global batches,
+    in the same order, as one process with batch R*B. A global batch of fewer than R lines (a short
+    last one) repeats its lines so that no rank gets an empty batch. Evaluation lines are split
+    between ranks (every R-th line) before batching. `skip_batches` resumes an epoch part-way through.
     """
 
     def __init__(self, widths: Sequence[int], batch_size: int, max_pixels: int | None = None,
@@ -60,6 +67,7 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
         rng = random.Random(self.seed + 7919 * self.epoch)
         jitter = (lambda: rng.uniform(0.9, 1.1)) if self.shuffle else (lambda: 1.0)
         order = sorted(self._draw(rng), key=lambda i: self.widths[i] * jitter())
+        replicas = self.num_replicas if self.shuffle else 1  # training: global batches shared by the ranks
         if not self.shuffle and self.num_replicas > 1:  # evaluation: every rank gets a share of the lines
             order = order[self.rank:: self.num_replicas]
         batches: list[list[int]] = []
@@ -67,8 +75,9 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
         widest = 0
         for i in order:
             wider = max(widest, self.widths[i])
-            too_big = self.max_pixels and wider * self.height * (len(current) + 1) > self.max_pixels
-            if current and (len(current) == self.batch_size or too_big):
+            share = math.ceil((len(current) + 1) / replicas)  # lines of the widest rank's part
+            too_big = self.max_pixels and wider * self.height * share > self.max_pixels
+            if current and (len(current) == self.batch_size * replicas or too_big):
                 batches.append(current)
                 current, wider = [], self.widths[i]
             current.append(i)
@@ -77,10 +86,8 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
             batches.append(current)
         if self.shuffle:
             rng.shuffle(batches)
-        if self.shuffle and self.num_replicas > 1:  # training: batches dealt out, same count on every rank
-            per_rank = math.ceil(len(batches) / self.num_replicas)
-            batches += batches[: per_rank * self.num_replicas - len(batches)]
-            batches = batches[self.rank:: self.num_replicas]
+        if replicas > 1:
+            batches = [(b * replicas)[: max(len(b), replicas)][self.rank:: replicas] for b in batches]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
