@@ -367,13 +367,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"htrjand: error: htrjand serve needs FastAPI, uvicorn and python-multipart{missing}: "
               "pip install 'htrjand[serve]'", file=sys.stderr)
         return 2
-    from .runtime import ModelFileError
-
-    try:
-        return serve.main(args)
-    except ModelFileError as err:
-        print(f"htrjand: error: {err}", file=sys.stderr)
-        return 2
+    return serve.main(args)
 
 
 def _add_serve_command(sub) -> None:
