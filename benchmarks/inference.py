@@ -45,18 +45,12 @@ def untrained_checkpoint(preset_name: str, charset_from: Path, out: Path) -> Pat
     """An htrjand checkpoint of a preset with fresh weights and another checkpoint's charset."""
     import torch
 
-    from htrjand import __version__
-    from htrjand.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, read_checkpoint
+    from htrjand.checkpoint import atomic_save, model_checkpoint, read_checkpoint
     from htrjand.model import HTRNet, preset
 
-    source = read_checkpoint(charset_from)["hyper_parameters"]
-    config = preset(preset_name)
+    charset = read_checkpoint(charset_from)["hyper_parameters"]["charset"]
     torch.manual_seed(0)
-    model = HTRNet(config, len(source["charset"]) + 1)
-    atomic_save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                 "hyper_parameters": {"model": config.to_dict(), "charset": source["charset"], "preset": preset_name,
-                                      "htrjand": {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                                  "version": __version__, "charset": source["charset"]}}}, out)
+    atomic_save(model_checkpoint(HTRNet(preset(preset_name), len(charset) + 1), charset, preset_name), out)
     return out
 
 
@@ -237,7 +231,7 @@ def write(args: argparse.Namespace, rows: list[dict], kraken: dict | None, n: in
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "kraken": kraken,
                                                          "ratios": ratios}, indent=2))
-    md = [f"# CPU inference: engines, int8, Kraken\n",
+    md = ["# CPU inference: engines, int8, Kraken\n",
           f"{meta['date']}, {meta['cpu_count']} CPU cores, {args.threads} threads, batch {args.batch_size}, "
           f"torch {meta.get('torch')}, onnxruntime {meta.get('onnxruntime')}; {n} real lines (copiste + hooker "
           "test, interleaved), read from their JPEG files.\n",
@@ -258,7 +252,7 @@ def write(args: argparse.Namespace, rows: list[dict], kraken: dict | None, n: in
                   f"| {'; '.join(notes)} |")
     if kraken:
         if "failed" in kraken:
-            md.append(f"| Kraken default | kraken {'?'} | | | | | | | failed: {kraken['failed']} |")
+            md.append(f"| Kraken default | torch | | | | | | | failed: {kraken['failed']} |")
         else:
             md.append(f"| Kraken {kraken.get('kraken_version', '')} default (untrained) | torch | "
                       f"{kraken.get('parameters', 0):,} | {kraken.get('lines_per_second_recognition', 0):.1f} | "

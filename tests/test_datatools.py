@@ -73,18 +73,13 @@ def test_extract_real_alto_pages_to_a_manifest(shared_data, tmp_path):
 
 def _untrained_checkpoint(path):
     """A valid checkpoint of an untrained tiny model (recognition output is arbitrary but well-formed)."""
-    from htrjand.checkpoint import FORMAT, FORMAT_VERSION, atomic_save
+    from htrjand.checkpoint import atomic_save, model_checkpoint
     from htrjand.model import HTRNet, ModelConfig
 
     from conftest import TINY_MODEL
 
     chars = list("abcdefghij ")
-    config = ModelConfig.from_dict(TINY_MODEL)
-    model = HTRNet(config, len(chars) + 1)
-    atomic_save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                 "hyper_parameters": {"model": config.to_dict(), "charset": chars, "preset": "",
-                                      "htrjand": {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                                  "charset": chars}}}, path)
+    atomic_save(model_checkpoint(HTRNet(ModelConfig.from_dict(TINY_MODEL), len(chars) + 1), chars), path)
     return path
 
 

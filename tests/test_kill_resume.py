@@ -170,15 +170,12 @@ def test_kill_in_the_middle_of_a_checkpoint_write(rendered, tmp_path, uninterrup
 
 # ---- crash windows of the atomic write, and corrupt checkpoints ---------------------------------
 def _tiny_checkpoint(version: int) -> dict:
-    from htrjand.checkpoint import FORMAT, FORMAT_VERSION
+    from htrjand.checkpoint import model_checkpoint
     from htrjand.model import HTRNet, ModelConfig
 
     chars = list("ab ")
-    config = ModelConfig.from_dict(TINY_MODEL)
-    model = HTRNet(config, len(chars) + 1)
-    return {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "global_step": version,
-            "hyper_parameters": {"model": config.to_dict(), "charset": chars, "preset": "",
-                                 "htrjand": {"format": FORMAT, "format_version": FORMAT_VERSION, "charset": chars}}}
+    model = HTRNet(ModelConfig.from_dict(TINY_MODEL), len(chars) + 1)
+    return {**model_checkpoint(model, chars), "global_step": version}
 
 
 class _Crash(BaseException):

@@ -75,11 +75,20 @@ def _write_file(path: Path, data) -> None:
         raise
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_digest(path: str | Path, hexdigest: str | None = None) -> Path:
     """Write `PATH.sha256` for `path` (hashing the file unless `hexdigest` is given), atomically."""
     path = Path(path)
     if hexdigest is None:
-        hexdigest = hashlib.sha256(path.read_bytes()).hexdigest()
+        hexdigest = file_sha256(path)
     sidecar = digest_path(path)
     _write_file(sidecar, f"{hexdigest}  {path.name}\n".encode())
     return sidecar
@@ -160,6 +169,18 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: the output layer does not match the stored charset "
                               f"({len(meta['charset'])} characters)")
     return ckpt
+
+
+def model_checkpoint(model, charset: list[str], preset: str = "") -> dict:
+    """A minimal checkpoint of an `HTRNet` (weights, architecture, charset) that recognition, export
+    and `info` read; no training state (for untrained models in tests and benchmarks)."""
+    from . import __version__
+
+    chars = list(charset)
+    return {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"model": model.config.to_dict(), "charset": chars, "preset": preset,
+                                 "htrjand": {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                             "version": __version__, "charset": chars}}}
 
 
 def update_metadata(src: str | Path, updates: dict, dst: str | Path | None = None) -> Path | None:

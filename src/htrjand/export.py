@@ -7,7 +7,6 @@ the logits and how often the greedy transcriptions agree.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .checkpoint import file_sha256
 from .images import pad_batch
 from .metrics import char_errors
 from .recognition import Recognizer
@@ -54,14 +54,6 @@ class ExportReport:
         return asdict(self)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_metadata(reader: Recognizer, checkpoint: Path, fmt: str, int8: str | None) -> dict:
     """Settings the runtime needs plus provenance (source checkpoint and its hash)."""
     meta = reader.meta
@@ -80,14 +72,19 @@ def verification_arrays(reader: Recognizer, images: Sequence | None, count: int 
     """Model inputs for checking an export: the given line images (unreadable ones skipped), or
     lines rendered on the fly (various widths) when none are given."""
     if images:
-        arrays = [a[0] for a in map(reader.prepare, images) if not isinstance(a, str)]
-        if not arrays:
-            raise ExportError("none of the verification images could be read")
-        return arrays
+        return _readable(reader, images, "verification")
     from .demo import random_text, render_line
 
     rng = random.Random(seed)
     return [reader.prepare(render_line(random_text(rng, 1, 6), rng))[0] for _ in range(count)]
+
+
+def _readable(reader: Recognizer, images: Sequence, purpose: str) -> list[np.ndarray]:
+    """Model inputs of the images that can be read (unreadable ones skipped; none at all is an error)."""
+    arrays = [a[0] for a in map(reader.prepare, images) if not isinstance(a, str)]
+    if not arrays:
+        raise ExportError(f"none of the {purpose} images could be read")
+    return arrays
 
 
 def export(checkpoint: str | Path, output: str | Path | None = None, fmt: str = "onnx", int8: str | None = None,
@@ -122,7 +119,7 @@ def export(checkpoint: str | Path, output: str | Path | None = None, fmt: str = 
             exported = OnnxRecognizer(tmp_out, threads=1)
         else:
             _export_torchscript(reader, tmp_out, meta)
-            exported = _TorchScriptReader(tmp_out, reader)
+            exported = _TorchScriptReader(tmp_out)
         report = _compare(reader, exported, arrays, batch_size)
         os.replace(tmp_out, output)
     report.path, report.format, report.int8, report.bytes = str(output), fmt, int8, output.stat().st_size
@@ -187,10 +184,8 @@ def _quantize(fp32: Path, out: Path, mode: str, reader: Recognizer, calibration:
         quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
                          per_channel=True)
     else:
-        arrays = [a[0] for a in map(reader.prepare, calibration) if not isinstance(a, str)]
-        if not arrays:
-            raise ExportError("none of the calibration images could be read")
-        quantize_static(str(pre), str(out), _CalibrationReader(arrays, reader.stride), quant_format=QuantFormat.QDQ,
+        lines = _CalibrationReader(_readable(reader, calibration, "calibration"), reader.stride)
+        quantize_static(str(pre), str(out), lines, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         op_types_to_quantize=["Conv", "MatMul", "Gemm"])
     pre.unlink()
@@ -206,11 +201,10 @@ def _export_torchscript(reader: Recognizer, path: Path, meta: dict) -> None:
 class _TorchScriptReader:
     """A TorchScript file run like the checkpoint it came from (for verification)."""
 
-    def __init__(self, path: Path, like: Recognizer):
+    def __init__(self, path: Path):
         extra = {"htrjand.json": ""}
         self.module = torch.jit.load(str(path), _extra_files=extra)
         self.meta = json.loads(extra["htrjand.json"])
-        self.like = like
 
     @torch.inference_mode()
     def run(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

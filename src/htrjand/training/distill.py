@@ -10,7 +10,6 @@ per sample (unlabelled samples have no CTC term), averaged over the batch.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..charset import BLANK, Charset
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, file_sha256
 from ..config import Config, ConfigError, DistillConfig
 from ..datasets import DatasetSpec, Problems, Sample, detect_format, read_dataset, spec_of
 from ..datasets.folder import IMAGE_SUFFIXES
@@ -112,14 +111,6 @@ class Teacher:
     charset: Charset
     path: Path
     record: dict  # path, sha256, preset, parameters, metrics, epoch, step, model
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_teacher(path: str | Path) -> Teacher:
