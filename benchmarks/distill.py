@@ -26,8 +26,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", required=True, help="Teacher checkpoint")
-    parser.add_argument("--train", nargs="+", required=True, help="training dataset specs")
-    parser.add_argument("--val", nargs="+", required=True, help="validation dataset specs")
+    parser.add_argument("--from-runs", type=Path, help="no training: take the Students from the run folders "
+                        "RUNS/student, RUNS/student-distilled[, RUNS/student-distilled-*] of recipes/train_all.py")
+    parser.add_argument("--train", nargs="+", help="training dataset specs")
+    parser.add_argument("--val", nargs="+", help="validation dataset specs")
     parser.add_argument("--test", nargs="+", required=True, help="test dataset specs")
     parser.add_argument("--student-preset", default="student", help="preset name or YAML of model options")
     parser.add_argument("--config", help="YAML run config applied to both Students (model/data/train/distill)")
@@ -95,7 +97,7 @@ def to_markdown(report: dict) -> str:
         "# Knowledge distillation: Student alone vs distilled", "",
         f"{report['date']}, {report['machine']}, {report['threads']} threads, torch {report['torch']}. "
         f"Teacher `{report['teacher']}`. Both Students: same architecture, seed, data and {report['epochs']} "
-        f"epochs (batch {report['batch_size']}); `distilled` adds the KD term with tau {s['temperature']}, "
+        f"epochs ({report.get('trained') or 'batch ' + str(report['batch_size'])}); `distilled` adds the KD term with tau {s['temperature']}, "
         f"a(t) {s['alpha_start']} -> {s['alpha_end']} ({s['alpha_schedule']}), feature weight "
         f"{s['feature_weight']}, blank weight {s['blank_weight']}.", "",
         *rows, "",
@@ -123,15 +125,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         runs = {}
+        if args.from_runs:
+            folders = [args.from_runs / "student", args.from_runs / "student-distilled",
+                       *sorted(args.from_runs.glob("student-distilled-*"))]
+            for folder in folders:
+                name = folder.name.replace("student-distilled", "distilled")
+                runs[name] = {**json.loads((folder / "summary.json").read_text()),
+                              "best_checkpoint": str(folder / "best.ckpt")}
+        elif not (args.train and args.val):
+            raise ConfigError("give --train and --val (or --from-runs)")
         for name, teacher in (("student", ""), ("distilled", args.teacher)):
-            print(f"training {name} ...", flush=True)
-            runs[name] = train(student_config(args, args.runs / name, teacher))
+            if name not in runs:
+                print(f"training {name} ...", flush=True)
+                runs[name] = train(student_config(args, args.runs / name, teacher))
         problems = Problems()
         samples = read_datasets(args.test, problems)
         if problems:
             print(problems.summary(), file=sys.stderr)
-        recognizers = {"teacher": load(args.teacher), "student": load(runs["student"]["best_checkpoint"]),
-                       "distilled": load(runs["distilled"]["best_checkpoint"])}
+        recognizers = {"teacher": load(args.teacher),
+                       **{name: load(run["best_checkpoint"]) for name, run in runs.items()}}
     except (CheckpointError, ConfigError, DataError) as err:
         print(f"distill benchmark: error: {err}", file=sys.stderr)
         return 2
@@ -148,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         models[name]["lines_per_second"] = lps
     report = {
         "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-        "threads": args.threads, "torch": torch.__version__, "teacher": args.teacher, "epochs": args.epochs,
-        "batch_size": args.batch_size, "repeats": args.repeats, "test": args.test, "test_lines": len(samples),
+        "threads": args.threads, "torch": torch.__version__, "teacher": args.teacher,
+        "epochs": runs["distilled"].get("epochs", args.epochs) if args.from_runs else args.epochs,
+        "batch_size": args.batch_size, "repeats": args.repeats,
+        **({"trained": f"trained by recipes/train_all.py, runs in {args.from_runs}"} if args.from_runs else {}), "test": args.test, "test_lines": len(samples),
         "settings": runs["distilled"]["distillation"]["settings"], "models": models,
         "command": "python benchmarks/distill.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }

@@ -214,3 +214,33 @@ def test_training_survives_an_image_that_breaks_mid_run(rendered, tmp_path, cach
     else:
         assert summary["skipped"] == {"unreadable image": 1} and summary["unreadable_training_images"] == 0
         assert summary["steps"] == 8 and (tmp_path / "run" / "best.ckpt").is_file()
+
+
+def test_throughput_separates_data_waits_from_steps():
+    """Steps take 10 ms, fetching each batch 30 ms: the callback reports ~75% data wait and skips
+    each epoch's warm-up steps and the gap between epochs."""
+    import time
+
+    from htrjand.training.throughput import Throughput
+
+    class Module:
+        logged: list = []
+
+        def log_dict(self, values, **kwargs):
+            self.logged.append(values)
+
+    speed, module, batch = Throughput(warmup=1), Module(), {"indices": [0, 1, 2, 3]}
+    for _ in range(2):
+        speed.on_train_epoch_start(None, module)
+        for step in range(5):
+            speed.on_train_batch_start(None, module, batch, step)
+            time.sleep(0.01)
+            speed.on_train_batch_end(None, module, None, batch, step)
+            time.sleep(0.03)
+        speed.on_train_epoch_end(None, module)
+        time.sleep(0.1)  # validation: not a data wait
+    summary = speed.summary()
+    assert summary["timed_steps"] == 8  # 5 steps per epoch, the first (warm-up) not timed
+    assert 0.6 < summary["data_wait"] < 0.85, summary
+    assert 80 < summary["lines_per_second"] < 110, summary  # 4 lines per ~40 ms
+    assert len(module.logged) == 2 and 0.6 < module.logged[0]["data_wait"] < 0.85

@@ -86,10 +86,21 @@ def _decoder_options(args: argparse.Namespace) -> dict:
             "lm_backend": args.lm_backend, "nbest": getattr(args, "nbest", 5)}
 
 
+def _default_model(args: argparse.Namespace) -> None:
+    """`recognize`/`evaluate` without a model file: the bundled Student reads every argument."""
+    from .runtime import DEFAULT_MODEL, MODEL_SUFFIXES
+
+    first = args.checkpoint
+    if first is None or Path(first).suffix.lower() not in MODEL_SUFFIXES:
+        setattr(args, args.inputs_attr, ([first] if first else []) + getattr(args, args.inputs_attr))
+        args.checkpoint = str(DEFAULT_MODEL)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import compare, evaluate, format_comparison, format_report
     from .runtime import load
 
+    _default_model(args)
     recognizer = load(args.checkpoint)
     options = _decoder_options(args)
     if args.compare:
@@ -152,6 +163,7 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     from .runtime import load
     from .writers import json_text, plan_outputs, write_outputs
 
+    _default_model(args)
     images = _expand_images(args.images, args.force_line)
     if not images:
         print("no images given or found", file=sys.stderr)
@@ -440,8 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
             ("recognize", "read line images", "images", "line images, folders of them, or PAGE/ALTO files",
              "write results (text, confidences) to this JSON file", cmd_recognize)):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
+        p.add_argument("checkpoint", nargs="?", help="model checkpoint (.ckpt) or exported .onnx (default: the "
+                       "bundled Student; a first argument that is not a model file is read as input)")
         p.add_argument(inputs, nargs="+", help=inputs_help)
+        p.set_defaults(inputs_attr=inputs)
         p.add_argument("--json", help=json_help)
         p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
         _add_decoder_arguments(p)

@@ -245,11 +245,16 @@ def _verify_onnx(path: Path, data: bytes) -> None:
                              "the file is corrupt or was tampered with; export it again")
 
 
-def load(path: str | Path, device: str = "cpu", engine: str | None = None) -> LineReader:
-    """Load a model for recognition: `htrjand.load(path).recognize(images)`.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "student.ckpt"
+MODEL_SUFFIXES = (".ckpt", ".onnx", ".pt", ".pth")
+
+
+def load(path: str | Path | None = None, device: str = "cpu", engine: str | None = None) -> LineReader:
+    """Load a model for recognition: `htrjand.load(path).recognize(images)`; with no path, the bundled
+    Student (DEFAULT_MODEL, model card beside it).
 
     `.onnx` files (or `engine="onnx"`) run on onnxruntime; checkpoints on PyTorch (imported only then)."""
-    path = Path(path)
+    path = Path(path) if path is not None else DEFAULT_MODEL
     if engine == "onnx" or (engine is None and path.suffix.lower() == ".onnx"):
         return OnnxRecognizer(path)
     if engine not in (None, "torch"):

@@ -26,6 +26,7 @@ from .data import LineDataModule, cache_lines, prepare_samples
 from .distill import Distillation
 from .faults import NumericalGuard
 from .module import HTRModule
+from .throughput import Throughput
 
 log = logging.getLogger("htrjand")
 
@@ -223,8 +224,8 @@ def train(cfg: Config) -> dict:
 
     best = ModelCheckpoint(dirpath=out, filename="best", monitor="val_cer", mode="min", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
-    guard = NumericalGuard(cfg.train.max_bad_steps)
-    callbacks = [best, _LastCheckpoint(out / "last.ckpt", cfg.train.checkpoint_every), guard,
+    guard, speed = NumericalGuard(cfg.train.max_bad_steps), Throughput()
+    callbacks = [best, _LastCheckpoint(out / "last.ckpt", cfg.train.checkpoint_every), guard, speed,
                  EarlyStopping(monitor="val_cer", mode="min", patience=cfg.train.patience,
                                stopping_threshold=cfg.train.stop_cer or None, check_on_train_epoch_end=False)]
     if cfg.train.progress:
@@ -258,7 +259,7 @@ def train(cfg: Config) -> dict:
         "bad_steps": guard.bad_steps, "resumed_from": resume, "skipped": dict(problems.counts()),
         "train_lines": len(train_set.samples), "val_lines": len(val_set.samples),
         "unknown_characters": {"train": dict(train_set.unknown), "val": dict(val_set.unknown)},
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(time.time() - started, 1), "throughput": speed.summary(),
     }
     if kd:
         summary["distillation"] = kd.summary()

@@ -1,0 +1,46 @@
+"""The bundled Student: loads with no path, stays within the Student's size, reads real lines at the
+accuracy its model card states (src/htrjand/models/student.json), and is what the CLI uses by default."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import htrjand
+from htrjand.datasets import Problems, read_datasets, spec_of
+from htrjand.evaluation import evaluate
+from htrjand.runtime import DEFAULT_MODEL
+
+CARD = json.loads((DEFAULT_MODEL.parent / "student.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return htrjand.load()
+
+
+def test_bundled_model_loads_without_a_path_and_is_a_student(bundled):
+    assert bundled.meta["path"] == str(DEFAULT_MODEL)
+    assert bundled.parameters == CARD["parameters"] <= 750_000
+    assert bundled.height == CARD["input_height"] and len(bundled.charset) == CARD["charset_size"]
+    assert DEFAULT_MODEL.stat().st_size < 5_000_000  # a few MB: no optimizer state shipped
+
+
+@pytest.mark.parametrize("dataset", ["copiste", "hooker"])
+def test_bundled_model_reads_real_test_lines_as_its_card_says(bundled, shared_data, dataset):
+    samples = read_datasets([spec_of(str(shared_data / dataset / "test.tsv"))], Problems())[:100]
+    cer = evaluate(bundled, samples, batch_size=16)["overall"]["cer"]
+    assert abs(cer - CARD["check"][dataset]["cer"]) <= 0.01, f"{dataset}: CER {cer:.4f}"
+
+
+def test_cli_recognize_uses_the_bundled_model_when_none_is_named(shared_data):
+    line, text = (shared_data / "hooker" / "test.tsv").read_text(encoding="utf-8").splitlines()[1].split("\t")
+    image = shared_data / "hooker" / line
+    out = subprocess.run([sys.executable, "-m", "htrjand", "recognize", str(image), str(image)],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 2 and all(row.startswith(str(image) + "\t") for row in out)  # both read as input
+    from rapidfuzz.distance import Levenshtein
+
+    assert Levenshtein.distance(out[0].split("\t")[1], text) <= len(text) // 2
