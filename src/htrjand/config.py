@@ -75,6 +75,15 @@ class TrainConfig:
     resume: str = field(default="", metadata={
         "help": "checkpoint to resume from, or 'auto' for OUTPUT/last.ckpt (falling back to last.prev.ckpt, "
                 "with a warning, when last.ckpt fails its sha256 check)"})
+    init: str = field(default="", metadata={
+        "help": "fine-tune: start from this checkpoint's weights ('bundled' = the bundled Student) with a fresh "
+                "optimiser and schedule; its architecture is used (docs/finetuning.md)"})
+    charset_mode: str = field(default="extend", metadata={
+        "help": "with --init: extend (its charset + new characters of the training text) | replace (the "
+                "training text's charset; shared characters keep their rows) | keep (its charset; lines with "
+                "other characters are skipped)"})
+    freeze_cnn: bool = field(default=False, metadata={
+        "help": "train the attention blocks and the head only: CNN weights and BatchNorm statistics stay fixed"})
     max_bad_steps: int = field(default=20, metadata={
         "help": "a step with a NaN/inf loss or gradient is skipped; stop after this many in a row (0 = never stop)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})

@@ -40,6 +40,8 @@ class HTRModule(L.LightningModule):
         self.train_options = train or {}
         self.hparams.htrjand = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__,
                                 "charset": list(charset), **(htrjand or {})}
+        if self.train_options.get("freeze_cnn"):
+            self.model.cnn.requires_grad_(False)
         self.infeasible = 0
         self.unreadable = 0  # training images that failed to decode (skipped)
         self._errors = ErrorCounter()
@@ -47,6 +49,12 @@ class HTRModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor, widths: torch.Tensor):
         return self.model(images, widths)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        """A frozen CNN runs in eval mode: its BatchNorm statistics and dropout do not change either
+        (set before every step: Lightning puts the whole module back into training mode)."""
+        if self.train_options.get("freeze_cnn"):
+            self.model.cnn.eval()
 
     # ---- training -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -106,6 +114,8 @@ class HTRModule(L.LightningModule):
         opt = self.train_options
         decay, no_decay = [], []
         for name, p in self.named_parameters():  # the model and any trained extras (distillation projection)
+            if not p.requires_grad:  # a frozen CNN
+                continue
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.get("weight_decay", 0.01)},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=opt.get("lr", 1e-3))

@@ -25,6 +25,7 @@ from ..model import ModelConfig, count_parameters
 from .data import LineDataModule, cache_lines, prepare_samples
 from .distill import Distillation
 from .faults import NumericalGuard
+from .finetune import Init
 from .module import HTRModule
 from .throughput import Throughput
 
@@ -183,6 +184,9 @@ def train(cfg: Config) -> dict:
         log.info("resuming from %s (epoch %s, step %s)", resume, ckpt.get("epoch"), ckpt.get("global_step"))
     else:
         charset = Charset.from_texts(s.text for s in train_samples)
+    init = Init.load(cfg.train.init, cfg.train.charset_mode, charset) if cfg.train.init and not ckpt else None
+    if init:  # fine-tuning: the checkpoint's architecture, its charset kept/extended/replaced
+        charset, cfg.model, cfg.preset = init.charset, init.model, init.preset or cfg.preset
     kd = Distillation.setup(cfg, charset, ckpt, resume)  # None unless distilling (docs/distillation.md)
     if kd:
         charset = kd.charset
@@ -215,7 +219,10 @@ def train(cfg: Config) -> dict:
     make_module = kd.module_for(train_set) if kd else HTRModule
     module = make_module(cfg.model.to_dict(), charset.to_list(), train=vars(cfg.train).copy(),
                          data=vars(cfg.data).copy(), preset=cfg.preset,
-                         htrjand={"training": info, "charset_mapping": mapping.to_dict()})
+                         htrjand={"training": info, "charset_mapping": mapping.to_dict(),
+                                  **({"init": init.record()} if init else {})})
+    if init:
+        init.apply(module.model)
     data = LineDataModule(train_set, val_set, charset, cfg.model.height, stride, cfg.data.batch_size,
                           cfg.data.max_batch_pixels, cfg.data.workers, cfg.data.augment, cfg.data.max_width,
                           cfg.train.seed, groups, shares)

@@ -1,0 +1,69 @@
+"""Fine-tuning: start a run from a trained checkpoint's weights, with its charset kept, extended by
+the new training text's characters, or replaced, and optionally with the CNN frozen."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..charset import Charset
+from ..checkpoint import read_checkpoint
+from ..config import ConfigError
+from ..model import ModelConfig
+from ..runtime import DEFAULT_MODEL
+
+log = logging.getLogger("htrjand")
+MODES = ("extend", "replace", "keep")
+
+
+@dataclass
+class Init:
+    """Weights to start from and the charset the new run trains."""
+
+    path: Path
+    model: ModelConfig
+    preset: str
+    old: Charset
+    charset: Charset
+    state_dict: dict[str, torch.Tensor]
+
+    @classmethod
+    def load(cls, init: str, mode: str, data_charset: Charset) -> "Init":
+        if mode not in MODES:
+            raise ConfigError(f"charset_mode {mode!r}: choose {', '.join(MODES)}")
+        path = DEFAULT_MODEL if init == "bundled" else Path(init)
+        ckpt = read_checkpoint(path)
+        stored = ckpt["hyper_parameters"]
+        old = Charset(stored["charset"])
+        if mode == "keep":
+            charset = old
+        elif mode == "extend":
+            charset = Charset(old.chars + [c for c in data_charset.chars if c not in set(old.chars)])
+        else:
+            charset = data_charset
+        added = [c for c in charset.chars if c not in set(old.chars)]
+        dropped = [c for c in old.chars if c not in set(charset.chars)]
+        log.info("fine-tuning from %s: charset %s, %d characters (%d new: %s; %d dropped)", path, mode,
+                 len(charset), len(added), "".join(added)[:60], len(dropped))
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        return cls(path, ModelConfig.from_dict(stored["model"]), stored.get("preset", ""), old, charset, state)
+
+    def apply(self, net: torch.nn.Module) -> None:
+        """Load the weights into `net` (built for `self.charset`): output rows of characters the old
+        model had are copied; new characters start from the mean of the old character rows, so they
+        begin as plausible but undecided outputs rather than random ones."""
+        state = dict(self.state_dict)
+        weight, bias = state.pop("head.weight"), state.pop("head.bias")
+        index = {c: i + 1 for i, c in enumerate(self.old.chars)}  # row 0 is the CTC blank
+        rows = [0] + [index.get(c, -1) for c in self.charset.chars]
+        mean_w, mean_b = weight[1:].mean(0), bias[1:].mean()
+        state["head.weight"] = torch.stack([weight[r] if r >= 0 else mean_w for r in rows])
+        state["head.bias"] = torch.stack([bias[r] if r >= 0 else mean_b for r in rows])
+        net.load_state_dict(state)
+
+    def record(self) -> dict:
+        return {"from": str(self.path), "old_charset_size": len(self.old),
+                "added": [c for c in self.charset.chars if c not in set(self.old.chars)],
+                "dropped": [c for c in self.old.chars if c not in set(self.charset.chars)]}

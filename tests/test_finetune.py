@@ -1,0 +1,101 @@
+"""Fine-tuning from a trained checkpoint: charset extend/replace/keep with sensible new output rows,
+a frozen CNN that really stays fixed, and a model that goes on learning."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from htrjand.charset import Charset
+from htrjand.checkpoint import CheckpointError, read_checkpoint
+from htrjand.cli import main
+from htrjand.config import ConfigError, load_config
+from htrjand.datasets import read_dataset
+from htrjand.metrics import cer
+from htrjand.model import HTRNet
+from htrjand.recognition import load
+from htrjand.runtime import DEFAULT_MODEL
+from htrjand.training import train
+from htrjand.training.finetune import Init
+
+from conftest import TINY_MODEL
+
+
+def _config(data, output, **train_options):
+    return load_config(preset_name="student", overrides={
+        "data": {"train": [str(data)], "val": [str(data)], "batch_size": 8, "workers": 0, "augment": 0},
+        "train": {"output": str(output), "warmup_steps": 10, "progress": False, "lr": 1e-2, "patience": 1000,
+                  **train_options},
+        "model": dict(TINY_MODEL)})
+
+
+@pytest.fixture(scope="module")
+def lines8(rendered, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lines8") / "lines8.tsv"
+    out.write_text("".join(f"{s.image}\t{s.text}\n" for s in read_dataset(rendered["train"])[:8]), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(lines8, tmp_path_factory):
+    """A tiny model that reads eight lines by heart (80 steps)."""
+    out = tmp_path_factory.mktemp("base")
+    train(_config(lines8, out, epochs=80, val_every=40))
+    return out / "best.ckpt"
+
+
+@pytest.mark.parametrize("mode", ["extend", "replace", "keep"])
+def test_charset_modes_keep_old_rows_and_start_new_ones_at_the_mean(base, mode):
+    old = Charset(read_checkpoint(base)["hyper_parameters"]["charset"])
+    data = Charset(old.chars[3:] + ["§", "¤"])  # drops 3 characters, adds 2
+    init = Init.load(str(base), mode, data)
+    expected = {"extend": old.chars + ["§", "¤"], "replace": data.chars, "keep": old.chars}[mode]
+    assert init.charset.chars == expected
+    net = HTRNet(init.model, init.charset.num_classes)
+    init.apply(net)
+    w, b = init.state_dict["head.weight"], init.state_dict["head.bias"]
+    assert torch.equal(net.head.weight[0], w[0])  # the CTC blank
+    for i, c in enumerate(init.charset.chars, start=1):
+        if c in old:
+            j = old.chars.index(c) + 1
+            assert torch.equal(net.head.weight[i], w[j]) and net.head.bias[i] == b[j]
+        else:
+            assert torch.allclose(net.head.weight[i], w[1:].mean(0)) and torch.isclose(net.head.bias[i], b[1:].mean())
+    loaded = net.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in init.state_dict.items() if not k.startswith("head."))
+
+
+def test_finetuning_with_a_frozen_cnn_learns_a_new_character_and_leaves_the_cnn_alone(base, lines8, tmp_path):
+    # the same lines with every 'e' written as '§': a character the base model has never produced
+    samples = read_dataset(lines8)
+    manifest = tmp_path / "new.tsv"
+    manifest.write_text("".join(f"{s.image}\t{s.text.replace('e', '§')}\n" for s in samples), encoding="utf-8")
+    truth = [s.text.replace("e", "§") for s in samples]
+    before = cer(truth, [r.text for r in load(base).recognize([s.image for s in samples])])
+    out = tmp_path / "ft"
+    summary = train(_config(manifest, out, init=str(base), freeze_cnn=True, epochs=60, val_every=30))
+    old, new = read_checkpoint(base), read_checkpoint(out / "last.ckpt")
+    assert "§" in new["hyper_parameters"]["charset"]
+    cnn = [k for k in old["state_dict"] if k.startswith("model.cnn.")]
+    assert cnn and all(torch.equal(old["state_dict"][k], new["state_dict"][k]) for k in cnn)  # incl. BN statistics
+    assert not torch.equal(old["state_dict"]["model.project.weight"], new["state_dict"]["model.project.weight"])
+    assert new["hyper_parameters"]["htrjand"]["init"]["added"] == ["§"]
+    results = load(out / "last.ckpt").recognize([s.image for s in samples])
+    after = cer(truth, [r.text for r in results])
+    assert sum(r.text.count("§") for r in results) >= sum(t.count("§") for t in truth) // 2
+    assert after < before / 2, (before, after)
+    assert summary["steps"] > 0
+
+
+def test_bundled_model_is_a_valid_starting_point():
+    init = Init.load("bundled", "extend", Charset(["a", "b", "✓"]))
+    assert init.path == DEFAULT_MODEL and init.charset.chars[-1] == "✓"
+
+
+def test_bad_init_gives_clear_errors(rendered, tmp_path, capsys):
+    with pytest.raises(CheckpointError, match="not found"):
+        Init.load(str(tmp_path / "missing.ckpt"), "extend", Charset(["a"]))
+    with pytest.raises(ConfigError, match="charset_mode"):
+        Init.load("bundled", "merge", Charset(["a"]))
+    code = main(["train", "--train", str(rendered["train"]), "--val", str(rendered["val"]),
+                 "--init", str(tmp_path / "missing.ckpt"), "--output", str(tmp_path / "x")])
+    assert code == 2 and "missing.ckpt" in capsys.readouterr().err
