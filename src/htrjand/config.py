@@ -75,6 +75,12 @@ class TrainConfig:
     resume: str = field(default="", metadata={
         "help": "checkpoint to resume from, or 'auto' for OUTPUT/last.ckpt (falling back to last.prev.ckpt, "
                 "with a warning, when last.ckpt fails its sha256 check)"})
+    aux_ctc_weight: float = field(default=0.0, metadata={
+        "help": "multi-task: weight of an auxiliary CTC loss from a head on the CNN features (training only, "
+                "not in inference or exported models; 0 = off)"})
+    dataset_head_weight: float = field(default=0.0, metadata={
+        "help": "multi-task: weight of a classification loss that predicts each line's dataset from the pooled "
+                "attention features (training only; 0 = off)"})
     init: str = field(default="", metadata={
         "help": "fine-tune: start from this checkpoint's weights ('bundled' = the bundled Student) with a fresh "
                 "optimiser and schedule; its architecture is used (docs/finetuning.md)"})

@@ -44,18 +44,28 @@ class HTRNet(nn.Module):
         """Number of output frames for images of the given pixel widths."""
         return torch.div(widths, self.config.width_stride, rounding_mode="floor")
 
-    def features(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
-        """CNN + attention features `[B, T, d_model]` and frame lengths."""
+    def cnn_features(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        """CNN feature columns `[B, T, C * H']` and frame lengths."""
         x = images
         for block in self.cnn:
             x, widths = block(x, widths)
         b, c, h, t = x.shape
-        x = self.project(x.permute(0, 3, 1, 2).reshape(b, t, c * h))
+        return x.permute(0, 3, 1, 2).reshape(b, t, c * h), widths
+
+    def attend(self, columns: Tensor, lengths: Tensor) -> Tensor:
+        """Projection, positions and the Combined Attention blocks over CNN columns: `[B, T, d_model]`."""
+        x = self.project(columns)
+        t = x.shape[1]
         x = x + sinusoidal_encoding(t, x.shape[-1], x.device).to(x.dtype)
-        mask = torch.arange(t, device=x.device)[None, :] < widths[:, None]
+        mask = torch.arange(t, device=x.device)[None, :] < lengths[:, None]
         for block in self.blocks:
             x = block(x, mask)
-        return self.norm(x), widths
+        return self.norm(x)
+
+    def features(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+        """CNN + attention features `[B, T, d_model]` and frame lengths."""
+        columns, lengths = self.cnn_features(images, widths)
+        return self.attend(columns, lengths), lengths
 
     def forward(self, images: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
         x, lengths = self.features(images, widths)

@@ -42,6 +42,14 @@ class HTRModule(L.LightningModule):
                                 "charset": list(charset), **(htrjand or {})}
         if self.train_options.get("freeze_cnn"):
             self.model.cnn.requires_grad_(False)
+        # multi-task heads (training only: they live here, not in the HTRNet that inference and export use)
+        self.aux_weight = float(self.train_options.get("aux_ctc_weight") or 0.0)
+        self.aux_head = (torch.nn.Linear(self.model.project.in_features, self.charset.num_classes)
+                         if self.aux_weight > 0 else None)
+        self.dataset_names = list((htrjand or {}).get("training", {}).get("datasets", []))
+        self.dataset_weight = float(self.train_options.get("dataset_head_weight") or 0.0)
+        self.dataset_head = (torch.nn.Linear(self.model_config.d_model, len(self.dataset_names))
+                             if self.dataset_weight > 0 and len(self.dataset_names) > 1 else None)
         self.infeasible = 0
         self.unreadable = 0  # training images that failed to decode (skipped)
         self._errors = ErrorCounter()
@@ -69,13 +77,34 @@ class HTRModule(L.LightningModule):
         self.unreadable += batch["unreadable"]
         if "images" not in batch:
             return None
-        logits, lengths = self.model(batch["images"], batch["widths"])
+        columns, lengths = self.model.cnn_features(batch["images"], batch["widths"])
+        features = self.model.attend(columns, lengths)
+        logits = self.model.head(features)
         losses = ctc_loss(logits, lengths, batch["targets"], batch["target_lengths"])
         infeasible = int((losses == 0).sum())
         self.infeasible += infeasible
         loss = losses.mean()
+        if self.aux_head is not None:
+            aux = ctc_loss(self.aux_head(columns), lengths, batch["targets"], batch["target_lengths"]).mean()
+            self.log("aux_ctc_loss", aux, batch_size=len(losses))
+            loss = loss + self.aux_weight * aux
+        if self.dataset_head is not None:
+            loss = loss + self.dataset_weight * self._dataset_loss(features, lengths, batch["indices"])
         self.log("loss", loss, prog_bar=True, batch_size=len(losses))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(losses))
+        return loss
+
+    def _dataset_loss(self, features: torch.Tensor, lengths: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the dataset each line comes from, predicted from its mean attention feature."""
+        samples = self.trainer.datamodule.train_set.samples
+        index = {name: i for i, name in enumerate(self.dataset_names)}
+        target = torch.tensor([index.get(samples[i].dataset, -100) for i in indices.tolist()], device=features.device)
+        mask = (torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+        pooled = (features * mask).sum(1) / mask.sum(1).clamp_min(1)
+        logits = self.dataset_head(pooled.float())
+        loss = F.cross_entropy(logits, target, ignore_index=-100)
+        self.log("dataset_loss", loss, batch_size=len(target))
+        self.log("dataset_acc", (logits.argmax(-1) == target).float().mean(), batch_size=len(target))
         return loss
 
     # ---- validation ---------------------------------------------------------------------------

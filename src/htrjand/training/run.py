@@ -188,6 +188,9 @@ def train(cfg: Config) -> dict:
     if init:  # fine-tuning: the checkpoint's architecture, its charset kept/extended/replaced
         charset, cfg.model, cfg.preset = init.charset, init.model, init.preset or cfg.preset
     kd = Distillation.setup(cfg, charset, ckpt, resume)  # None unless distilling (docs/distillation.md)
+    if kd and (cfg.train.aux_ctc_weight or cfg.train.dataset_head_weight):
+        raise ConfigError("the multi-task heads (aux_ctc_weight, dataset_head_weight) are for `train`; "
+                          "`distill` does not use them: set them to 0")
     if kd:
         charset = kd.charset
         for spec, part in kd.unlabelled(problems):  # KD-only datasets: their own sampling group
