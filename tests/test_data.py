@@ -128,3 +128,22 @@ def test_augmentation_never_makes_a_label_ctc_infeasible(tmp_path):
     dataset = LineDataset(prepared, charset, 64, 4096, 8, augment=1.0, seed=0)
     widths = {dataset[(0, epoch)][0].shape[1] for epoch in range(40)}
     assert min(widths) > 64 and len(widths) > 1  # augmented (widths vary), never below 9 frames
+
+
+def test_curriculum_draws_short_lines_first_and_keeps_epochs_the_same_length():
+    lengths = [5 + (i * 37) % 100 for i in range(200)]  # label lengths 5..104
+    widths = [8 * n for n in lengths]
+    sampler = WidthBucketSampler(widths, 8, seed=1, difficulty=lengths, curriculum=(4, 0.3))
+    plain = WidthBucketSampler(widths, 8, seed=1)
+    drawn = []
+    for epoch in range(6):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(plain)  # same number of batches every epoch: the LR schedule holds
+        drawn.append([lengths[i] for b in batches for i in b])
+    assert sampler.competence(0) == pytest.approx(0.3) and sampler.competence(4) == 1.0
+    assert max(drawn[0]) <= sorted(lengths)[int(0.3 * 200)]  # epoch 0: the shortest 30% only
+    assert max(drawn[0]) < max(drawn[2]) < max(drawn[4]) == max(lengths)
+    assert sorted(drawn[5]) == sorted(lengths)  # after the curriculum: every line once
+    sampler.set_epoch(1)
+    assert [lengths[i] for b in sampler for i in b] == drawn[1]  # deterministic per epoch (exact resume)

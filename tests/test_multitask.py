@@ -43,7 +43,8 @@ def _metric(path, name):
 def test_heads_learn_and_stay_out_of_the_inference_model(two_datasets, tmp_path):
     out = tmp_path / "run"
     cfg = load_config(preset_name="student", overrides={
-        "data": {"train": two_datasets, "val": two_datasets[:1], "batch_size": 8, "workers": 0, "augment": 0},
+        "data": {"train": two_datasets, "val": two_datasets[:1], "batch_size": 8, "workers": 0, "augment": 0,
+                 "curriculum_epochs": 0},
         "train": {"output": str(out), "epochs": 8, "lr": 1e-2, "warmup_steps": 5, "progress": False,
                   "aux_ctc_weight": 0.5, "dataset_head_weight": 0.5, "val_every": 8},
         "model": dict(TINY_MODEL)})

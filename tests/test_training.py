@@ -244,3 +244,12 @@ def test_throughput_separates_data_waits_from_steps():
     assert 0.6 < summary["data_wait"] < 0.85, summary
     assert 80 < summary["lines_per_second"] < 110, summary  # 4 lines per ~40 ms
     assert len(module.logged) == 2 and 0.6 < module.logged[0]["data_wait"] < 0.85
+
+
+def test_curriculum_training_keeps_the_epoch_length(rendered, tmp_path):
+    plain = train(_config(rendered, tmp_path / "plain", epochs=2))
+    curriculum = _config(rendered, tmp_path / "cur", epochs=2)
+    curriculum.data.curriculum_epochs = 2
+    summary = train(curriculum)
+    assert summary["steps"] == plain["steps"] and summary["best_val_cer"] is not None
+    assert read_checkpoint(tmp_path / "cur" / "last.ckpt")["hyper_parameters"]["data"]["curriculum_epochs"] == 2

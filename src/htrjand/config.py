@@ -42,6 +42,11 @@ class DataConfig:
         "help": "also cap padded pixels per batch (0 = no cap); keeps memory flat across widths"})
     workers: int = field(default=2, metadata={"help": "data loader worker processes"})
     augment: float = field(default=1.0, metadata={"help": "augmentation strength (0 = off)"})
+    curriculum_epochs: int = field(default=0, metadata={
+        "help": "curriculum: over this many epochs the lines drawn grow from the shortest (by label length) "
+                "to all of them (0 = off)"})
+    curriculum_start: float = field(default=0.3, metadata={
+        "help": "curriculum: share of the lines (the shortest) drawn in the first epoch"})
     max_width: int = field(default=4096, metadata={"help": "widest line in pixels after height normalisation"})
 
 

@@ -161,7 +161,8 @@ class LineDataModule(L.LightningDataModule):
 
     def __init__(self, train: PreparedSamples, val: PreparedSamples, charset: Charset, height: int,
                  stride: int, batch_size: int, max_batch_pixels: int, workers: int, augment: float,
-                 max_width: int, seed: int, groups: list[int] | None = None, shares: list[float] | None = None):
+                 max_width: int, seed: int, groups: list[int] | None = None, shares: list[float] | None = None,
+                 curriculum: tuple[int, float] | None = None):
         super().__init__()
         self.train_set = LineDataset(train, charset, height, max_width, stride, augment, seed)
         self.val_set = LineDataset(val, charset, height, max_width, stride, 0.0, seed)
@@ -170,6 +171,7 @@ class LineDataModule(L.LightningDataModule):
         self.workers, self.seed = workers, seed
         self.resume_epoch, self.resume_batches = 0, 0
         self.groups, self.shares = groups, shares  # weighted multi-dataset sampling (training only)
+        self.curriculum = curriculum  # (epochs, start share): short lines first (training only)
 
     def resume_from(self, epoch: int, completed_batches: int) -> None:
         """Continue training epoch `epoch` after its first `completed_batches` (set from a checkpoint
@@ -184,7 +186,9 @@ class LineDataModule(L.LightningDataModule):
         sampler = EpochTaggedSampler(dataset.widths, self.batch_size, self.max_batch_pixels, self.height,
                                      shuffle=shuffle, seed=self.seed, rank=rank, num_replicas=world,
                                      groups=self.groups if weighted else None,
-                                     shares=self.shares if weighted else None)
+                                     shares=self.shares if weighted else None,
+                                     difficulty=[len(s.text) for s in dataset.samples] if shuffle else None,
+                                     curriculum=self.curriculum if shuffle else None)
         if shuffle:
             sampler.epoch, sampler.skip_batches = self.resume_epoch, self.resume_batches
             self.resume_batches = 0

@@ -228,7 +228,7 @@ def train(cfg: Config) -> dict:
         init.apply(module.model)
     data = LineDataModule(train_set, val_set, charset, cfg.model.height, stride, cfg.data.batch_size,
                           cfg.data.max_batch_pixels, cfg.data.workers, cfg.data.augment, cfg.data.max_width,
-                          cfg.train.seed, groups, shares)
+                          cfg.train.seed, groups, shares, (cfg.data.curriculum_epochs, cfg.data.curriculum_start))
     if kd:
         kd.check_outputs(data)  # a Teacher that gives NaN is refused before training
 

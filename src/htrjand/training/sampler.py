@@ -23,12 +23,24 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
     in the same order, as one process with batch R*B. A global batch of fewer than R lines (a short
     last one) repeats its lines so that no rank gets an empty batch. Evaluation lines are split
     between ranks (every R-th line) before batching. `skip_batches` resumes an epoch part-way through.
+
+    Curriculum (`difficulty` per sample, e.g. label length, and `curriculum=(epochs, start)`): in
+    epoch e < epochs only the easiest c(e) share of the lines is drawn, c(e) = sqrt(start^2 +
+    (1 - start^2) e / epochs) (competence-based curriculum, Platanios et al. 2019), repeated to fill
+    the epoch so that every epoch has the same number of batches (and the LR schedule its length).
     """
 
     def __init__(self, widths: Sequence[int], batch_size: int, max_pixels: int | None = None,
                  height: int = 64, shuffle: bool = True, seed: int = 0, rank: int = 0, num_replicas: int = 1,
-                 groups: Sequence[int] | None = None, shares: Sequence[float] | None = None):
+                 groups: Sequence[int] | None = None, shares: Sequence[float] | None = None,
+                 difficulty: Sequence[float] | None = None, curriculum: tuple[int, float] | None = None):
         self.widths, self.batch_size, self.max_pixels = list(widths), batch_size, max_pixels
+        self.curriculum = curriculum if curriculum and curriculum[0] > 0 and difficulty is not None else None
+        if self.curriculum:  # each sample's rank by difficulty, as a share of all samples (0 = easiest)
+            ranked = sorted(range(len(difficulty)), key=lambda i: difficulty[i])
+            self.percentile = [0.0] * len(ranked)
+            for r, i in enumerate(ranked):
+                self.percentile[i] = (r + 1) / len(ranked)
         self.height, self.shuffle, self.seed = height, shuffle, seed
         self.rank, self.num_replicas = rank, num_replicas
         self.epoch, self.skip_batches = 0, 0
@@ -47,7 +59,26 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def competence(self, epoch: int) -> float:
+        """Share of the lines (easiest first) the curriculum admits in `epoch` (1 = all)."""
+        if not self.curriculum or epoch >= self.curriculum[0]:
+            return 1.0
+        epochs, start = self.curriculum
+        return min(1.0, math.sqrt(start ** 2 + (1 - start ** 2) * epoch / epochs))
+
     def _draw(self, rng: random.Random) -> list[int]:
+        picked = self._draw_all(rng)
+        c = self.competence(self.epoch)
+        if c >= 1.0:
+            return picked
+        admitted = [i for i in picked if self.percentile[i] <= c] or picked
+        filled: list[int] = []
+        while len(filled) < len(picked):
+            rng.shuffle(admitted)
+            filled += admitted[: len(picked) - len(filled)]
+        return filled
+
+    def _draw_all(self, rng: random.Random) -> list[int]:
         """This epoch's lines: all of them, or with `shares` as many from each group as its share of
         the total (a group's lines in a fresh shuffled order, repeated when its share needs more)."""
         if self.shares is None:
