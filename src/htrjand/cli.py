@@ -540,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corrector_commands(sub)
     _add_serve_command(sub)
     _add_export_command(sub)
+    _add_synth_command(sub)
+    _add_pipeline_command(sub)
     p = sub.add_parser("merge-results", help="join the JSON or TSV files of `recognize --shard` runs in input order",
                        description="Check that the shard files are complete (every K of N), disjoint and of "
                        "the same inputs, then write them as one unsharded `recognize` run writes its JSON or TSV.")
@@ -793,6 +795,69 @@ def _add_export_command(sub) -> None:
     p.add_argument("--calibration-lines", type=int, default=300, help="calibration lines used at most (default: 300)")
     p.add_argument("--json", help="write the export report to this JSON file")
     p.set_defaults(func=cmd_export)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import FontWarning, build_generator, write_dataset
+
+    with warnings.catch_warnings(record=True) as caught:  # fonts that fail to load: one line each
+        warnings.simplefilter("always", FontWarning)
+        try:
+            generator = build_generator(args.text, args.fonts, args.seed, args.height, args.min_chars,
+                                        args.max_chars, args.charset, args.strength)
+        finally:
+            for w in caught:
+                print(f"htrjand: warning: {w.message}", file=sys.stderr)
+    progress = None
+    if sys.stderr.isatty():
+        def progress(i: int, n: int) -> None:
+            if i % 50 == 0 or i == n:
+                print(f"\r{i}/{n} lines", end="" if i < n else "\n", file=sys.stderr)
+    done = write_dataset(generator, args.out, args.lines, args.val_fraction, progress)
+    print(f"{done['lines']} lines ({done['train']} train, {done['val']} val) from {done['texts']} texts in "
+          f"{len(done['lines_per_font'])} of {len(done['fonts'])} fonts written to {args.out} "
+          f"({done['lines_per_second']} lines/s)")
+    return 0
+
+
+def _add_synth_command(sub) -> None:
+    p = sub.add_parser("synth", help="render synthetic handwritten lines from text into a dataset (docs/synthetic.md)",
+                       description="Draw text lines in handwriting fonts with random slant, baseline, spacing, "
+                       "stroke, ink, paper and scan degradations; writes OUT/lines/*.png and OUT/train.tsv "
+                       "(and OUT/val.tsv), which every dataset option reads.")
+    p.add_argument("--text", nargs="+", required=True, help="text files (one line per line; text:PATH forces "
+                   "plain text) or datasets whose transcriptions are used (TSV manifests, folders, FORMAT:PATH)")
+    p.add_argument("--lines", type=int, default=1000, help="lines to render (default: 1000)")
+    p.add_argument("--out", default="synth", help="output folder (default: synth)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same images (default: 0)")
+    p.add_argument("--fonts", help="folder of .ttf/.otf/.woff/.woff2 fonts (default: the bundled handwriting fonts)")
+    p.add_argument("--height", type=int, default=64, help="line image height in pixels (default: 64)")
+    p.add_argument("--max-chars", type=int, help="re-cut the text at word boundaries into lines of --min-chars to "
+                   "this many characters (default: lines as they are)")
+    p.add_argument("--min-chars", type=int, help="shortest re-cut line (default: 10); without --max-chars: skip "
+                   "shorter lines")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="share of the lines written to val.tsv (default: 0)")
+    p.add_argument("--charset", help="UTF-8 file of the target characters: lines with others are skipped")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="scale of the geometric variation and the page and scan effects (0: none; default: 1)")
+    p.set_defaults(func=cmd_synth)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+
+    report = Pipeline(args.config).run()
+    print((Path(report["output"]) / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _add_pipeline_command(sub) -> None:
+    p = sub.add_parser("pipeline", help="multi-stage training from one config: synthetic pre-training, real data, "
+                       "fine-tuning, a Student distilled per stage (docs/pipeline.md)",
+                       description="Run the stages of a pipeline config in order, each from the previous stage's "
+                       "best checkpoint; run it again to resume where it stopped.")
+    p.add_argument("config", help="pipeline YAML (docs/pipeline.md; recipes/pipeline.yaml)")
+    p.set_defaults(func=cmd_pipeline)
 
 
 # Errors that carry a message for the user (module, class): caught only when their module was
