@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,12 @@ def test_bundled_model_reads_real_test_lines_as_its_card_says(bundled, shared_da
     samples = read_datasets([spec_of(str(shared_data / dataset / "test.tsv"))], Problems())[:100]
     cer = evaluate(bundled, samples, batch_size=16)["overall"]["cer"]
     assert abs(cer - CARD["check"][dataset]["cer"]) <= 0.01, f"{dataset}: CER {cer:.4f}"
+
+
+def test_bundled_model_reads_the_shipped_examples(bundled):
+    examples = Path(__file__).resolve().parents[1] / "examples" / "lines.tsv"
+    cer = evaluate(bundled, read_datasets([spec_of(str(examples))], Problems()), batch_size=16)["overall"]["cer"]
+    assert cer <= CARD["examples"]["cer"] + 0.005, cer
 
 
 def test_cli_recognize_uses_the_bundled_model_when_none_is_named(shared_data):
