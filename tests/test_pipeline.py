@@ -87,3 +87,22 @@ def test_bad_pipelines_fail_before_any_training(tmp_path, rendered, capsys, chan
         Pipeline(path)
     assert main(["pipeline", str(path)]) == 2 and message.split()[0] in capsys.readouterr().err
     assert not (tmp_path / "pipe").exists()
+
+
+def test_training_with_loader_workers_after_rendering_does_not_hang(tmp_path, rendered):
+    """Rendering synthetic lines uses OpenCV's thread pool in the main process; loader workers forked
+    after it once hung in `cv2.setNumThreads` (a fresh process reproduces it: the pool is warm)."""
+    import subprocess
+    import sys
+
+    path = _config(tmp_path, rendered, student=None, stages=[
+        {"name": "synthetic", "synth": {"lines": 16, "val_fraction": 0.25}, "data": {"train": [], "val": []},
+         "train": {"max_steps": 2}}])
+    raw = yaml.safe_load(path.read_text())
+    raw["data"].update(workers=1, augment=1.0)
+    raw.pop("student")
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "htrjand", "pipeline", str(path)], capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "pipe" / "synthetic" / "teacher" / "best.ckpt").is_file()

@@ -32,19 +32,19 @@ def build_augmentation(strength: float = 1.0) -> A.Compose:
 class Augmenter:
     """Callable wrapper: uint8 gray image in, augmented uint8 gray image out.
 
-    OpenCV runs single-threaded in every process that augments: the loader workers already keep the
-    cores busy, and OpenCV's own thread pool on top of them made augmentation 2x slower on 2 cores
-    (many times slower with many workers on many cores, which starved a GPU; docs/decisions.md)."""
+    OpenCV runs single-threaded once an augmenter exists: the loader workers already keep the cores
+    busy, and OpenCV's own thread pool on top of them made augmentation 2x slower on 2 cores (many
+    times slower with many workers on many cores, which starved a GPU; docs/decisions.md). It is set
+    here, in the process that creates the loaders, so that forked workers inherit it: calling
+    `cv2.setNumThreads` inside a forked worker whose parent had used OpenCV's pool hangs."""
 
     def __init__(self, strength: float = 1.0):
         self.strength = strength
         self.pipeline = build_augmentation(strength) if strength > 0 else None
-        self._single_threaded_pid = 0
+        if self.pipeline is not None:
+            cv2.setNumThreads(1)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
         if self.pipeline is None:
             return gray
-        if self._single_threaded_pid != os.getpid():  # once per process (loader workers are forked)
-            cv2.setNumThreads(1)
-            self._single_threaded_pid = os.getpid()
         return self.pipeline(image=gray)["image"]
