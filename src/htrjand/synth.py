@@ -183,6 +183,7 @@ def read_text_corpus(items: Sequence[str | Path], problems: Problems) -> list[tu
     `%`, the separator of fortune files, is skipped; `text:PATH` forces plain text) or datasets
     (folders, `.tsv`/`.xml`/`.parquet` files, `FORMAT:PATH?...` specs) whose transcriptions are used."""
     from .datasets import READERS, read_dataset
+    from .datasets.idlists import text_lines
 
     lines: list[tuple[str, str]] = []
     for item in map(str, items):
@@ -194,20 +195,10 @@ def read_text_corpus(items: Sequence[str | Path], problems: Problems) -> list[tu
         if dataset:
             lines += [(s.text, s.source) for s in read_dataset(item, problems)]
             continue
-        try:
-            raw = path.read_bytes()
-        except OSError as err:
-            raise SynthError(f"{path}: cannot read text ({err.strerror or err})") from None
-        if raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        for lineno, data in enumerate(raw.splitlines(), 1):
-            try:
-                text = normalize_text(data.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                problems.add("undecodable line", f"{path}:{lineno}", f"not UTF-8 (byte {err.start})")
-                continue
+        for _, where, raw_text in text_lines(path, problems, "text"):
+            text = normalize_text(raw_text)
             if text and text != "%":
-                lines.append((text, f"{path}:{lineno}"))
+                lines.append((text, where))
     return lines
 
 
