@@ -147,3 +147,24 @@ def test_curriculum_draws_short_lines_first_and_keeps_epochs_the_same_length():
     assert sorted(drawn[5]) == sorted(lengths)  # after the curriculum: every line once
     sampler.set_epoch(1)
     assert [lengths[i] for b in sampler for i in b] == drawn[1]  # deterministic per epoch (exact resume)
+
+
+def test_dataset_shares_can_decay_over_the_epochs():
+    from htrjand.datasets import DataError
+    from htrjand.datasets.spec import parse_spec
+
+    groups = [0] * 100 + [1] * 100  # e.g. 0 = synthetic, 1 = real
+    sampler = WidthBucketSampler([64] * 200, 10, seed=2, groups=groups, shares=[1.0, 1.0], shares_end=[0.2, 1.0],
+                                 epochs=5)
+    counts = []
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        drawn = [i for b in sampler for i in b]
+        assert len(drawn) == 200  # same epoch length
+        counts.append(sum(1 for i in drawn if groups[i] == 0))
+    assert counts[0] == 100 and counts[-1] == round(200 * 0.2 / 1.2) and counts == sorted(counts, reverse=True)
+    assert parse_spec("s.tsv?weight=2&weight_end=0.5").weight_end == 0.5
+    with pytest.raises(DataError, match="weight_end needs"):
+        parse_spec("s.tsv?weight_end=0.5")
+    with pytest.raises(DataError, match="weight end must be positive"):
+        parse_spec("s.tsv?weight=1&weight_end=-1")

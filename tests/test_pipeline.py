@@ -35,7 +35,7 @@ def _config(tmp_path, rendered, **changes) -> dict:
         "student": {"preset": "student", **TINY_MODEL, "d_model": 16},
         "stages": [
             {"name": "synthetic", "synth": {"lines": 24, "val_fraction": 0.25}, "data": {"train": [], "val": []}},
-            {"name": "real", "synth": {"lines": 8, "weight": 0.2}},
+            {"name": "real", "synth": {"lines": 8, "weight": 0.5, "weight_end": 0.1}},
         ],
     }
     config.update(changes)
@@ -58,6 +58,9 @@ def test_pipeline_runs_its_stages_in_order_and_resumes(tmp_path, rendered, capsy
     real = read_checkpoint(out / "real" / "teacher" / "best.ckpt")["hyper_parameters"]["htrjand"]
     assert real["init"]["from"] == str(out / "synthetic" / "teacher" / "best.ckpt")
     assert len(real["training"]["datasets"]) == 2 and "synthetic" in real["training"]["datasets"]
+    shares = [real["training"][k][next(s for s in real["training"][k] if "synthetic" in s)]
+              for k in ("sampling_shares", "sampling_shares_end")]
+    assert shares == [pytest.approx(0.5 / 1.5, abs=1e-4), pytest.approx(0.1 / 1.1, abs=1e-4)]  # decaying share
     # the Student of each stage: distilled from that stage's Teacher, started from the previous Student
     student = json.loads((out / "real" / "student" / "summary.json").read_text())
     assert student["distillation"]["teacher"] == str(out / "real" / "teacher" / "best.ckpt")

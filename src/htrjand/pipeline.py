@@ -153,7 +153,7 @@ class Pipeline:
         from .synth import build_generator, write_dataset
 
         settings = {**self.synth, **stage["synth"]}
-        weight = settings.pop("weight", None)
+        weight, weight_end = settings.pop("weight", None), settings.pop("weight_end", None)
         if not (out / "train.tsv").is_file():
             text = settings["text"] if isinstance(settings["text"], list) else [settings["text"]]
             generator = build_generator(text, settings.get("fonts"), seed=int(settings.get("seed", 0)),
@@ -161,7 +161,8 @@ class Pipeline:
                                         max_chars=settings.get("max_chars"), strength=float(settings.get("strength", 1.0)))
             log.info("stage %s: rendering %d synthetic lines into %s", stage["name"], settings["lines"], out)
             write_dataset(generator, out, int(settings["lines"]), float(settings.get("val_fraction", 0.0)))
-        suffix = f"?name=synthetic&weight={weight}" if weight is not None else "?name=synthetic"
+        suffix = "?name=synthetic" + (f"&weight={weight}" if weight is not None else "") + (
+            f"&weight_end={weight_end}" if weight_end is not None else "")
         return {split: [f"{out / f'{split}.tsv'}{suffix if split == 'train' else '?name=synthetic'}"]
                 for split in ("train", "val") if (out / f"{split}.tsv").is_file()}
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from .sample import DataError
 
-COMMON_KEYS = ("path", "format", "split", "name", "weight", "keep_empty", "allow_outside")
+COMMON_KEYS = ("path", "format", "split", "name", "weight", "weight_end", "keep_empty", "allow_outside")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -29,6 +29,7 @@ class DatasetSpec:
     keep_empty: bool = False  # keep lines without transcription (recognition of PAGE/ALTO pages)
     options: dict[str, str] = field(default_factory=dict)
     allow_outside: bool | None = None  # None: the format's default (`paths.OPEN_FORMATS`)
+    weight_end: float | None = None  # the weight at the last epoch (linear from `weight`): e.g. decaying synthetic data
 
     def option(self, key: str, default: str = "") -> str:
         return str(self.options.get(key, default))
@@ -37,6 +38,8 @@ class DatasetSpec:
         query = {k: v for k, v in (("split", self.split), ("name", self.name)) if v}
         if self.weight is not None:
             query["weight"] = f"{self.weight:g}"
+        if self.weight_end is not None:
+            query["weight_end"] = f"{self.weight_end:g}"
         if self.allow_outside is not None:
             query["allow_outside"] = str(self.allow_outside).lower()
         query.update({k: str(v) for k, v in self.options.items()})
@@ -68,14 +71,9 @@ def parse_spec(value: str | Path | dict | DatasetSpec, formats: tuple[str, ...] 
     fmt = str(raw.get("format", "auto")).lower()
     if formats and fmt != "auto" and fmt not in formats:
         raise DataError(f"{raw['path']}: unknown dataset format {fmt!r} (known: {', '.join(formats)})")
-    weight = raw.get("weight")
-    if weight is not None:
-        try:
-            weight = float(weight)
-        except (TypeError, ValueError):
-            raise DataError(f"{raw['path']}: dataset weight {weight!r} is not a number") from None
-        if not weight > 0:
-            raise DataError(f"{raw['path']}: dataset weight must be positive, got {weight}")
+    weight, weight_end = (_weight(raw, key) for key in ("weight", "weight_end"))
+    if weight_end is not None and weight is None:
+        raise DataError(f"{raw['path']}: weight_end needs a (start) weight")
     keep_empty = str(raw.get("keep_empty", "false")).lower() in TRUE
     allow_outside = raw.get("allow_outside")
     if allow_outside is not None:
@@ -84,4 +82,17 @@ def parse_spec(value: str | Path | dict | DatasetSpec, formats: tuple[str, ...] 
         allow_outside = str(allow_outside).lower() in TRUE
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
     return DatasetSpec(Path(str(raw["path"])).expanduser(), fmt, str(raw.get("split", "") or ""),
-                       str(raw.get("name", "") or ""), weight, keep_empty, options, allow_outside)
+                       str(raw.get("name", "") or ""), weight, keep_empty, options, allow_outside, weight_end)
+
+
+def _weight(raw: dict, key: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{raw['path']}: dataset {key.replace('_', ' ')} {value!r} is not a number") from None
+    if not value > 0:
+        raise DataError(f"{raw['path']}: dataset {key.replace('_', ' ')} must be positive, got {value}")
+    return value

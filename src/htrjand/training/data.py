@@ -162,7 +162,8 @@ class LineDataModule(L.LightningDataModule):
     def __init__(self, train: PreparedSamples, val: PreparedSamples, charset: Charset, height: int,
                  stride: int, batch_size: int, max_batch_pixels: int, workers: int, augment: float,
                  max_width: int, seed: int, groups: list[int] | None = None, shares: list[float] | None = None,
-                 curriculum: tuple[int, float] | None = None):
+                 curriculum: tuple[int, float] | None = None, shares_end: list[float] | None = None,
+                 epochs: int = 1):
         super().__init__()
         self.train_set = LineDataset(train, charset, height, max_width, stride, augment, seed)
         self.val_set = LineDataset(val, charset, height, max_width, stride, 0.0, seed)
@@ -172,6 +173,7 @@ class LineDataModule(L.LightningDataModule):
         self.resume_epoch, self.resume_batches = 0, 0
         self.groups, self.shares = groups, shares  # weighted multi-dataset sampling (training only)
         self.curriculum = curriculum  # (epochs, start share): short lines first (training only)
+        self.shares_end, self.epochs = shares_end, epochs  # shares moving linearly over the epochs
 
     def resume_from(self, epoch: int, completed_batches: int) -> None:
         """Continue training epoch `epoch` after its first `completed_batches` (set from a checkpoint
@@ -188,7 +190,8 @@ class LineDataModule(L.LightningDataModule):
                                      groups=self.groups if weighted else None,
                                      shares=self.shares if weighted else None,
                                      difficulty=[len(s.text) for s in dataset.samples] if shuffle else None,
-                                     curriculum=self.curriculum if shuffle else None)
+                                     curriculum=self.curriculum if shuffle else None,
+                                     shares_end=self.shares_end if weighted else None, epochs=self.epochs)
         if shuffle:
             sampler.epoch, sampler.skip_batches = self.resume_epoch, self.resume_batches
             self.resume_batches = 0

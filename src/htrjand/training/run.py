@@ -215,10 +215,13 @@ def train(cfg: Config) -> dict:
     weights = [spec.weight for spec in train_specs]
     shares = [w if w is not None else 1.0 for w in weights] if any(w is not None for w in weights) else None
     groups = [origin[id(s)] for s in train_set.samples] if shares else None
+    ends = [getattr(spec, "weight_end", None) for spec in train_specs]
+    shares_end = [e if e is not None else w for e, w in zip(ends, shares)] if shares and any(ends) else None
     info = {"train_data": [str(v) for v in train_specs], "val_data": [str(v) for v in val_specs],
             "train_lines": len(train_set.samples), "val_lines": len(val_set.samples),
             "skipped": dict(problems.counts()), "datasets": sorted({s.dataset for s in train_set.samples}),
-            "sampling_shares": _share_table(train_specs, shares)}
+            "sampling_shares": _share_table(train_specs, shares),
+            **({"sampling_shares_end": _share_table(train_specs, shares_end)} if shares_end else {})}
     make_module = kd.module_for(train_set) if kd else HTRModule
     module = make_module(cfg.model.to_dict(), charset.to_list(), train=vars(cfg.train).copy(),
                          data=vars(cfg.data).copy(), preset=cfg.preset,
@@ -228,7 +231,8 @@ def train(cfg: Config) -> dict:
         init.apply(module.model)
     data = LineDataModule(train_set, val_set, charset, cfg.model.height, stride, cfg.data.batch_size,
                           cfg.data.max_batch_pixels, cfg.data.workers, cfg.data.augment, cfg.data.max_width,
-                          cfg.train.seed, groups, shares, (cfg.data.curriculum_epochs, cfg.data.curriculum_start))
+                          cfg.train.seed, groups, shares, (cfg.data.curriculum_epochs, cfg.data.curriculum_start),
+                          shares_end, cfg.train.epochs)
     if kd:
         kd.check_outputs(data)  # a Teacher that gives NaN is refused before training
 

@@ -28,12 +28,15 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
     epoch e < epochs only the easiest c(e) share of the lines is drawn, c(e) = sqrt(start^2 +
     (1 - start^2) e / epochs) (competence-based curriculum, Platanios et al. 2019), repeated to fill
     the epoch so that every epoch has the same number of batches (and the LR schedule its length).
+    With `shares_end`, the datasets' shares move linearly from `shares` to `shares_end` over `epochs`
+    (e.g. a synthetic set whose share decays), the epoch length staying the same.
     """
 
     def __init__(self, widths: Sequence[int], batch_size: int, max_pixels: int | None = None,
                  height: int = 64, shuffle: bool = True, seed: int = 0, rank: int = 0, num_replicas: int = 1,
                  groups: Sequence[int] | None = None, shares: Sequence[float] | None = None,
-                 difficulty: Sequence[float] | None = None, curriculum: tuple[int, float] | None = None):
+                 difficulty: Sequence[float] | None = None, curriculum: tuple[int, float] | None = None,
+                 shares_end: Sequence[float] | None = None, epochs: int = 1):
         self.widths, self.batch_size, self.max_pixels = list(widths), batch_size, max_pixels
         self.curriculum = curriculum if curriculum and curriculum[0] > 0 and difficulty is not None else None
         if self.curriculum:  # each sample's rank by difficulty, as a share of all samples (0 = easiest)
@@ -49,6 +52,9 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
         self.sampler = self
         self.members: list[list[int]] = []
         self.shares = list(shares) if shares is not None else None
+        # shares move linearly from `shares` (epoch 0) to `shares_end` (epoch `epochs` - 1)
+        self.shares_end = list(shares_end) if shares_end is not None and shares is not None else None
+        self.epochs = max(1, epochs)
         if self.shares is not None:
             if groups is None or len(groups) != len(self.widths):
                 raise ValueError("weighted sampling needs a group index per sample")
@@ -58,6 +64,13 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def shares_at(self, epoch: int) -> list[float]:
+        """The datasets' shares in `epoch` (constant unless `shares_end` is given)."""
+        if self.shares_end is None:
+            return self.shares
+        progress = min(1.0, epoch / max(1, self.epochs - 1))
+        return [a + (b - a) * progress for a, b in zip(self.shares, self.shares_end)]
 
     def competence(self, epoch: int) -> float:
         """Share of the lines (easiest first) the curriculum admits in `epoch` (1 = all)."""
@@ -84,8 +97,9 @@ class WidthBucketSampler(torch.utils.data.Sampler[list[int]]):
         if self.shares is None:
             return list(range(len(self.widths)))
         total, picked = len(self.widths), []
-        norm = sum(s for s, m in zip(self.shares, self.members) if m)
-        for share, members in zip(self.shares, self.members):
+        shares = self.shares_at(self.epoch)
+        norm = sum(s for s, m in zip(shares, self.members) if m)
+        for share, members in zip(shares, self.members):
             count = round(total * share / norm) if members else 0
             while count > 0:
                 perm = members[:]
