@@ -51,3 +51,12 @@ def test_cli_recognize_uses_the_bundled_model_when_none_is_named(shared_data):
     from rapidfuzz.distance import Levenshtein
 
     assert Levenshtein.distance(out[0].split("\t")[1], text) <= len(text) // 2
+
+
+def test_info_without_a_model_describes_the_bundled_one_and_survives_a_closed_pipe():
+    done = subprocess.run([sys.executable, "-m", "htrjand", "info"], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("checkpoint") and str(DEFAULT_MODEL) in done.stdout
+    # the reader of our output goes away before we write (`htrjand info | head -0`): no traceback
+    proc = subprocess.Popen([sys.executable, "-m", "htrjand", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141 and b"Traceback" not in proc.stderr.read()

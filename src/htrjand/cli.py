@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -290,7 +291,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from .runtime import load
 
-    r = load(args.checkpoint)
+    r = load(args.checkpoint)  # None: the bundled model
     meta = r.meta
     if args.json:
         print(json.dumps({**meta, "parameters": r.parameters}, indent=2, ensure_ascii=False))
@@ -384,7 +385,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_serve_command(sub) -> None:
     p = sub.add_parser("serve", help="local web page and JSON API for reading lines and pages (docs/serve.md)")
-    p.add_argument("model", help="model checkpoint (.ckpt) or exported .onnx")
+    p.add_argument("model", nargs="?", help="model checkpoint (.ckpt) or exported .onnx (default: the bundled model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest request body in MB (default: 20)")
@@ -526,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("info", help="describe a checkpoint")
-    p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
+    p.add_argument("checkpoint", nargs="?", help="model checkpoint (.ckpt) or .onnx (default: the bundled model)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=cmd_info)
 
@@ -881,6 +882,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("htrjand: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `htrjand recognize ... | head`: the reader stopped; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not fail again
+        return 141
     except Exception as err:
         if not isinstance(err, _user_errors()):
             raise

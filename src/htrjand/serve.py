@@ -584,6 +584,6 @@ def main(args) -> int:
     app = create_app(reader, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                      low_confidence=args.low_confidence, batch_size=args.batch_size,
                      max_pixels=int(args.max_megapixels * 1_000_000), decoder_options=options)
-    print(f"htrjand: serving {args.model} ({reader.engine}) on http://{args.host}:{args.port}/ (Ctrl+C stops)")
+    print(f"htrjand: serving {args.model or 'the bundled model'} ({reader.engine}) on http://{args.host}:{args.port}/ (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
     return 0
