@@ -190,3 +190,19 @@ def test_cli_writes_a_dataset_without_importing_torch(tmp_path):
     samples = read_dataset(tmp_path / "out" / "train.tsv") + read_dataset(tmp_path / "out" / "val.tsv")
     assert len(samples) == 3 and all(len(s.text) <= 30 for s in samples)
     assert all(load_line(s.image).shape[0] == 32 for s in samples)
+
+
+def test_parallel_rendering_writes_the_same_dataset(tmp_path):
+    from htrjand.synth import build_generator, write_dataset
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one line of text\nune autre ligne\nthird line, 1850\n", encoding="utf-8")
+    generator = build_generator([str(corpus)], seed=4)
+    generator[0]  # OpenCV's pool used in the parent before the workers fork
+    digests = []
+    for workers in (1, 3):
+        out = tmp_path / f"w{workers}"
+        write_dataset(generator, out, 12, workers=workers)
+        digests.append([(p.name, p.read_bytes()) for p in sorted((out / "lines").iterdir())]
+                       + [(out / "train.tsv").read_bytes()])
+    assert digests[0] == digests[1]

@@ -814,7 +814,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         def progress(i: int, n: int) -> None:
             if i % 50 == 0 or i == n:
                 print(f"\r{i}/{n} lines", end="" if i < n else "\n", file=sys.stderr)
-    done = write_dataset(generator, args.out, args.lines, args.val_fraction, progress)
+    done = write_dataset(generator, args.out, args.lines, args.val_fraction, progress,
+                         workers=args.workers or os.cpu_count() or 1)
     print(f"{done['lines']} lines ({done['train']} train, {done['val']} val) from {done['texts']} texts in "
           f"{len(done['lines_per_font'])} of {len(done['fonts'])} fonts written to {args.out} "
           f"({done['lines_per_second']} lines/s)")
@@ -839,6 +840,8 @@ def _add_synth_command(sub) -> None:
                    "shorter lines")
     p.add_argument("--val-fraction", type=float, default=0.0, help="share of the lines written to val.tsv (default: 0)")
     p.add_argument("--charset", help="UTF-8 file of the target characters: lines with others are skipped")
+    p.add_argument("--workers", type=int, default=0, help="rendering processes (default: one per core; the "
+                   "images do not depend on it)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="scale of the geometric variation and the page and scan effects (0: none; default: 1)")
     p.set_defaults(func=cmd_synth)

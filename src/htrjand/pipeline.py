@@ -160,7 +160,8 @@ class Pipeline:
                                         height=int(settings.get("height", 64)), min_chars=settings.get("min_chars"),
                                         max_chars=settings.get("max_chars"), strength=float(settings.get("strength", 1.0)))
             log.info("stage %s: rendering %d synthetic lines into %s", stage["name"], settings["lines"], out)
-            write_dataset(generator, out, int(settings["lines"]), float(settings.get("val_fraction", 0.0)))
+            write_dataset(generator, out, int(settings["lines"]), float(settings.get("val_fraction", 0.0)),
+                          workers=int(settings.get("workers") or os.cpu_count() or 1))
         suffix = "?name=synthetic" + (f"&weight={weight}" if weight is not None else "") + (
             f"&weight_end={weight_end}" if weight_end is not None else "")
         return {split: [f"{out / f'{split}.tsv'}{suffix if split == 'train' else '?name=synthetic'}"]

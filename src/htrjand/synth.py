@@ -739,10 +739,35 @@ def build_generator(text: Sequence[str], fonts: str | Path | None = None, seed: 
 # ---------------------------------------------------------------- dataset writer
 
 
+_WORKER_GENERATOR: SynthGenerator | None = None
+
+
+def _render_png(index: int) -> tuple[bytes, str, str]:
+    """Line `index` of the worker's generator as (PNG bytes, text, font key)."""
+    generator = _WORKER_GENERATOR
+    image, text, font = generator._render(generator.text_at(index), np.random.default_rng([generator.seed, 3, index]))
+    return encode_png(image), text, font.key
+
+
+def _rendered(generator: SynthGenerator, lines: int, workers: int) -> Iterator[tuple[bytes, str, str]]:
+    """(PNG, text, font key) of lines 0..lines-1 in order, rendered by `workers` processes; every line
+    has its own seeded random state, so the output does not depend on the number of workers."""
+    global _WORKER_GENERATOR
+    _WORKER_GENERATOR = generator
+    if workers <= 1:
+        yield from map(_render_png, range(lines))
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(_render_png, range(lines), chunksize=16)
+
+
 def write_dataset(generator: SynthGenerator, out: str | Path, lines: int, val_fraction: float = 0.0,
-                  progress: Callable[[int, int], None] | None = None) -> dict:
+                  progress: Callable[[int, int], None] | None = None, workers: int = 1) -> dict:
     """Render `lines` lines into `out/lines/FONT_NNNNNN.png` with the manifests `out/train.tsv` (and
-    `out/val.tsv` with the last `val_fraction` of them); `out/synth.json` records the settings."""
+    `out/val.tsv` with the last `val_fraction` of them), with `workers` processes; `out/synth.json`
+    records the settings."""
     out = Path(out)
     if lines < 1:
         raise SynthError(f"--lines must be at least 1 (got {lines})")
@@ -758,12 +783,11 @@ def write_dataset(generator: SynthGenerator, out: str | Path, lines: int, val_fr
     rows: dict[str, list[str]] = {"train": [], "val": []}
     fonts: Counter = Counter()
     start = time.perf_counter()
-    for i in range(lines):
-        image, text, font = generator._render(generator.text_at(i), np.random.default_rng([generator.seed, 3, i]))
-        name = f"lines/{font.key}_{i:06d}.png"
-        (out / name).write_bytes(encode_png(image))
+    for i, (png, text, key) in enumerate(_rendered(generator, lines, workers)):
+        name = f"lines/{key}_{i:06d}.png"
+        (out / name).write_bytes(png)
         rows["val" if i >= lines - n_val else "train"].append(f"{name}\t{text}\n")
-        fonts[font.key] += 1
+        fonts[key] += 1
         if progress:
             progress(i + 1, lines)
     seconds = time.perf_counter() - start
