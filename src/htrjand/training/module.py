@@ -47,6 +47,7 @@ class HTRModule(L.LightningModule):
         self.aux_head = (torch.nn.Linear(self.model.project.in_features, self.charset.num_classes)
                          if self.aux_weight > 0 else None)
         self.dataset_names = list((htrjand or {}).get("training", {}).get("datasets", []))
+        self._dataset_index = {name: i for i, name in enumerate(self.dataset_names)}
         self.dataset_weight = float(self.train_options.get("dataset_head_weight") or 0.0)
         self.dataset_head = (torch.nn.Linear(self.model_config.d_model, len(self.dataset_names))
                              if self.dataset_weight > 0 and len(self.dataset_names) > 1 else None)
@@ -97,8 +98,7 @@ class HTRModule(L.LightningModule):
     def _dataset_loss(self, features: torch.Tensor, lengths: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the dataset each line comes from, predicted from its mean attention feature."""
         samples = self.trainer.datamodule.train_set.samples
-        index = {name: i for i, name in enumerate(self.dataset_names)}
-        target = torch.tensor([index.get(samples[i].dataset, -100) for i in indices.tolist()], device=features.device)
+        target = torch.tensor([self._dataset_index.get(samples[i].dataset, -100) for i in indices.tolist()], device=features.device)
         mask = (torch.arange(features.shape[1], device=features.device)[None, :] < lengths[:, None]).unsqueeze(-1)
         pooled = (features * mask).sum(1) / mask.sum(1).clamp_min(1)
         logits = self.dataset_head(pooled.float())
