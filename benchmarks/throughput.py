@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import cpu_model  # benchmarks/machine.py
 
 BASELINE = ("Baselines (issue 2): a 1.3M-parameter gated-CNN + attention + LSTM prototype trained at about "
             "6 lines/s and inferred at about 22 lines/s on this machine (64x1024 lines); Kraken 7.1.1's default "
@@ -78,16 +79,6 @@ def measure(phase: str, preset_name: str, data: Path, n: int, threads: int, batc
         result["lines_per_s"] = len(samples) / (time.perf_counter() - start)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def to_markdown(report: dict) -> str:

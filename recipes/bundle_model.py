@@ -2,13 +2,18 @@
 
 Keeps what recognition needs (weights, charset, model and preprocessing settings, training metadata)
 and drops the optimizer and loop state. Refuses a model whose corpus CER on the test data is not
-lower than the bundled one's (--force to replace anyway), and checks the Student size limit.
+lower than the bundled one's (--force to replace anyway), and checks the Student size limit. Then
+writes the figures tests/test_bundled_model.py checks into src/htrjand/models/student.json (test
+CER/WER per dataset, the first 100 lines of each, the example lines); the card's prose and the
+"trained" section are yours to update (--name, --trained KEY=VALUE).
 
-    python recipes/bundle_model.py CKPT [--test ../shared/data/copiste/test.tsv ../shared/data/hooker/test.tsv] [--force]
+    python recipes/bundle_model.py CKPT [--test ../shared/data/copiste/test.tsv ../shared/data/hooker/test.tsv]
+        [--name TEXT] [--trained KEY=VALUE ...] [--force]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -21,10 +26,40 @@ from htrjand.runtime import DEFAULT_MODEL
 
 KEEP = ("epoch", "global_step", "state_dict", "hyper_parameters", "pytorch-lightning_version", "metrics")
 MAX_PARAMETERS = 750_000
+CARD = DEFAULT_MODEL.with_suffix(".json")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "lines.tsv"
+CHECK_LINES = 100
 
 
 def test_cer(path: Path, samples) -> float:
     return evaluate(Recognizer.from_checkpoint(path), samples, batch_size=16)["overall"]["cer"]
+
+
+def figures(path: Path, tests: list[str]) -> dict:
+    """What the card states and the tests check: per test split (all lines, and the first
+    CHECK_LINES), and the README's example lines."""
+    reader = Recognizer.from_checkpoint(path)
+    out: dict = {"test": {}, "check": {"what": f"the first {CHECK_LINES} lines of each test split "
+                                               "(tests/test_bundled_model.py: within 1 CER point)"}}
+    for spec in tests:
+        samples = read_datasets([spec_of(spec)], Problems())
+        name = samples[0].dataset
+        t = evaluate(reader, samples, batch_size=16)["overall"]
+        out["test"][name] = {"lines": t["lines"], "cer": round(t["cer"], 4), "wer": round(t["wer"], 4)}
+        c = evaluate(reader, samples[:CHECK_LINES], batch_size=16)["overall"]
+        out["check"][name] = {"lines": c["lines"], "cer": round(c["cer"], 4)}
+    e = evaluate(reader, read_datasets([spec_of(str(EXAMPLES))], Problems()), batch_size=16)["overall"]
+    out["examples"] = {"what": "examples/lines.tsv: 6 lines rendered by `htrjand synth` (README's first command)",
+                       "lines": e["lines"], "cer": round(e["cer"], 4), "wer": round(e["wer"], 4)}
+    return out
+
+
+def _value(text: str):
+    """A number or JSON value as such, anything else as the text given."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def main() -> None:
@@ -33,6 +68,9 @@ def main() -> None:
     parser.add_argument("--test", nargs="+", default=["../shared/data/copiste/test.tsv",
                                                       "../shared/data/hooker/test.tsv"])
     parser.add_argument("--force", action="store_true", help="replace the bundled model even if not better")
+    parser.add_argument("--name", help="the card's model name")
+    parser.add_argument("--trained", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="entries of the card's 'trained' section (hardware, command, epochs, ...)")
     args = parser.parse_args()
     ckpt = read_checkpoint(args.checkpoint)
     params = count_parameters(Recognizer.from_checkpoint(args.checkpoint).model)
@@ -45,8 +83,19 @@ def main() -> None:
         if new >= old:
             sys.exit(f"not bundled: test CER {100 * new:.2f}% is not lower than the bundled model's {100 * old:.2f}%")
     atomic_save({k: ckpt[k] for k in KEEP if k in ckpt}, DEFAULT_MODEL)
+    card = json.loads(CARD.read_text(encoding="utf-8")) if CARD.is_file() else {"model": DEFAULT_MODEL.name}
+    reader = Recognizer.from_checkpoint(DEFAULT_MODEL)
+    card.update(parameters=params, input_height=reader.height, charset_size=len(reader.charset),
+                **figures(DEFAULT_MODEL, args.test))
+    if args.name:
+        card["name"] = args.name
+    for item in args.trained:
+        key, _, value = item.partition("=")
+        card.setdefault("trained", {})[key] = _value(value)
+    CARD.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"bundled {args.checkpoint} as {DEFAULT_MODEL} ({params:,} parameters, test CER {100 * new:.2f}%, "
-          f"{DEFAULT_MODEL.stat().st_size / 1e6:.1f} MB); update the model card and docs/results.md")
+          f"{DEFAULT_MODEL.stat().st_size / 1e6:.1f} MB); figures written to {CARD}; update the model card's "
+          "prose (student.md), README and docs/results.md")
 
 
 if __name__ == "__main__":

@@ -87,10 +87,9 @@ def main() -> None:
         plan_path.write_text(json.dumps(plan, indent=2))
     epochs = plan.get("epochs", {})
     # a safety net: a phase that runs slower than probed still ends (with its best checkpoint so far)
-    limit_a = ["--max-time", str(int(args.budget * args.share * 1.1))] if args.budget else []
-    limit_b = ["--max-time", str(int(args.budget * (1 - args.share) * 1.1))] if args.budget else []
-    limit_a += ["--workers", str(args.workers)] if args.workers else []
-    limit_b += ["--workers", str(args.workers)] if args.workers else []
+    workers = ["--workers", str(args.workers)] if args.workers else []
+    limit_a = (["--max-time", str(int(args.budget * args.share * 1.1))] if args.budget else []) + workers
+    limit_b = (["--max-time", str(int(args.budget * (1 - args.share) * 1.1))] if args.budget else []) + workers
 
     def train(name: str, epochs_key: str) -> list[str]:
         extra = ["--epochs", str(epochs[epochs_key])] if epochs_key in epochs else []

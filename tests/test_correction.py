@@ -84,6 +84,18 @@ def fake_checkpoint(path, charset: str):
     return path
 
 
+def page_of_three_lines(folder):
+    """An untrained recogniser checkpoint and `folder/test.tsv`: three noise lines of one page."""
+    ckpt = fake_checkpoint(folder / "rec.ckpt", "abcdefghijklmnopqrstuvwxyz ")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (64, 200), dtype=np.uint8)).save(folder / f"page1_{i:04d}.png")
+        rows.append(f"page1_{i:04d}.png\tthe old moment")
+    (folder / "test.tsv").write_text("\n".join(rows) + "\n")
+    return ckpt
+
+
 # ---------------------------------------------------------------- context and page groups
 
 def test_page_keys_and_neighbours_follow_page_groups():
@@ -343,13 +355,7 @@ def test_cli_train_apply_resume_end_to_end(tmp_path, capsys):
 
 def test_evaluate_reports_with_and_without_correction(trained, tmp_path, capsys):
     root, _ = trained
-    ckpt = fake_checkpoint(tmp_path / "rec.ckpt", "abcdefghijklmnopqrstuvwxyz ")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (64, 200), dtype=np.uint8)).save(tmp_path / f"page1_{i:04d}.png")
-        rows.append(f"page1_{i:04d}.png\tthe old moment")
-    (tmp_path / "test.tsv").write_text("\n".join(rows) + "\n")
+    ckpt = page_of_three_lines(tmp_path)
     assert main(["evaluate", str(ckpt), str(tmp_path / "test.tsv"), "--corrector", str(root / "model"),
                  "--json", str(tmp_path / "e.json")]) == 0
     assert "CER % T5" in capsys.readouterr().out
@@ -357,3 +363,19 @@ def test_evaluate_reports_with_and_without_correction(trained, tmp_path, capsys)
     assert report["correction"]["before"]["overall"] == report["overall"]
     assert report["correction"]["charset_from"] == str(ckpt)
     assert all("corrected" in line and line["group"] == "page1" for line in report["lines"])
+
+
+def test_compare_reports_every_decoder_with_and_without_correction(trained, tmp_path, capsys):
+    """`evaluate --compare --corrector`: greedy and beam side by side, each also after T5, from one
+    model run; the corrected figures are the corrector's on that decoder's output."""
+    root, _ = trained
+    ckpt = page_of_three_lines(tmp_path)
+    assert main(["evaluate", str(ckpt), str(tmp_path / "test.tsv"), "--compare", "--corrector", str(root / "model"),
+                 "--beam-width", "4", "--json", str(tmp_path / "c.json")]) == 0
+    assert "CER % +T5" in capsys.readouterr().out
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert [r["decoder"] for r in report["decoders"]] == ["greedy", "beam 4"]
+    for row in report["decoders"]:
+        c = row["corrected"]
+        assert c["lines"] == 3 and c["accepted"] + c["rejected"] + c["unchanged"] + c["skipped"] == 3
+        assert 0.0 <= c["cer"] and c["lines_per_second"] > 0

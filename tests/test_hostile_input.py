@@ -266,6 +266,18 @@ def check_dataset(spec: str, box: Sandbox, confined: bool = True, where_root: Pa
     return samples
 
 
+def fuzz_one_file(fmt: str, files: dict[str, bytes], target: str, data, split: str, prepare=None) -> None:
+    """Write a `fmt` dataset whose `target` file is drawn hostile from its sound version, run
+    `prepare(box)` (e.g. plant a symlink), and check what the reader makes of it."""
+    files = dict(files)
+    files[target] = data.draw(hostile(files[target]), label=target)
+    with Sandbox() as box:
+        _write(box.ds, files)
+        if prepare is not None:
+            prepare(box)
+        check_dataset(f"{fmt}:{box.ds}{split}", box)
+
+
 # ------------------------------------------------------------------------------- TSV manifests and folders
 
 MANIFEST = (b"lines/a.png\tfirst line\nlines/b.png\tsecond  line\t0.9000\n# a comment\n"
@@ -315,11 +327,7 @@ IAM_FILES = {
                                "lines/a01/a01-000u/a01-000u-00.png"]),
        data=st.data(), split=st.sampled_from(["", "?split=train", "?split=val"]))
 def test_fuzz_iam(target, data, split):
-    files = dict(IAM_FILES)
-    files[target] = data.draw(hostile(files[target]), label=target)
-    with Sandbox() as box:
-        _write(box.ds, files)
-        check_dataset(f"iam:{box.ds}{split}", box)
+    fuzz_one_file("iam", IAM_FILES, target, data, split)
 
 
 # ------------------------------------------------------------------------------- PAGE XML and ALTO
@@ -450,15 +458,12 @@ SG_FILES = {
        data=st.data(), split=st.sampled_from(["", "?split=train", "?split=val&fold=cv1", "?fold=cv9&split=test"]),
        escape=st.booleans())
 def test_fuzz_washington(target, data, split, escape):
-    files = dict(GW_FILES)
-    files[target] = data.draw(hostile(files[target]), label=target)
-    with Sandbox() as box:
-        _write(box.ds, files)
-        if escape:  # a line image that is a symlink to the decoy
-            image = box.ds / "data" / "line_images_normalized" / "270-02.png"
-            image.unlink()
-            image.symlink_to(box.secret)
-        check_dataset(f"washington:{box.ds}{split}", box)
+    def plant_symlink(box) -> None:  # a line image that is a symlink to the decoy
+        image = box.ds / "data" / "line_images_normalized" / "270-02.png"
+        image.unlink()
+        image.symlink_to(box.secret)
+
+    fuzz_one_file("washington", GW_FILES, target, data, split, plant_symlink if escape else None)
 
 
 @FUZZ
@@ -466,11 +471,7 @@ def test_fuzz_washington(target, data, split, escape):
                                "sets/train.txt", "data/line_images_normalized/csg562-003-01.png"]),
        data=st.data(), split=st.sampled_from(["", "?split=train", "?split=test"]))
 def test_fuzz_saint_gall(target, data, split):
-    files = dict(SG_FILES)
-    files[target] = data.draw(hostile(files[target]), label=target)
-    with Sandbox() as box:
-        _write(box.ds, files)
-        check_dataset(f"saintgall:{box.ds}{split}", box)
+    fuzz_one_file("saintgall", SG_FILES, target, data, split)
 
 
 # ------------------------------------------------------------------------------- Bentham and RIMES
@@ -490,11 +491,7 @@ BENTHAM_FILES = {
                                "Partitions/TrainLines.lst", "Images/Lines/002_080_001_01_01.png"]),
        data=st.data(), split=st.sampled_from(["", "?split=train", "?split=val"]))
 def test_fuzz_bentham(target, data, split):
-    files = dict(BENTHAM_FILES)
-    files[target] = data.draw(hostile(files[target]), label=target)
-    with Sandbox() as box:
-        _write(box.ds, files)
-        check_dataset(f"bentham:{box.ds}{split}", box)
+    fuzz_one_file("bentham", BENTHAM_FILES, target, data, split)
 
 
 RIMES_XML = """<?xml version="1.0" encoding="utf-8"?>
@@ -534,11 +531,7 @@ def test_fuzz_rimes_xml(xml, split):
                                "RIMES-2011-Lines/Images/train2011-1_000001.jpg"]),
        data=st.data(), split=st.sampled_from(["", "?split=train"]))
 def test_fuzz_rimes_lines(target, data, split):
-    files = dict(RIMES_LINES)
-    files[target] = data.draw(hostile(files[target]), label=target)
-    with Sandbox() as box:
-        _write(box.ds, files)
-        check_dataset(f"rimes:{box.ds}{split}", box)
+    fuzz_one_file("rimes", RIMES_LINES, target, data, split)
 
 
 # ------------------------------------------------------------------------------- charset mapping, config

@@ -113,7 +113,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             decoders.append(recognizer.make_decoder("beam", **{**options, "lm": None}))
         if args.lm and args.lexicon:
             decoders.append(recognizer.make_decoder("beam", **options))
-        report = compare(recognizer, _read_samples(args.data), decoders, batch_size=args.batch_size)
+        corrector = None
+        if args.corrector:
+            from .correction import Corrector
+
+            corrector = Corrector.load(args.corrector)
+        report = compare(recognizer, _read_samples(args.data), decoders, batch_size=args.batch_size,
+                         corrector=corrector, where=args.checkpoint)
         print(format_comparison(report))
     else:
         decoder = recognizer.make_decoder(args.decoder, **options)
@@ -483,9 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE. TSV/JSON go to *.shard-K-of-N.* files that "
                      "`htrjand merge-results` joins (docs/reliability.md)")
     sub.choices["evaluate"].add_argument("--compare", action="store_true", help="compare greedy, beam, beam + LM "
-                                         "and beam + lexicon (those given) side by side on the same model outputs")
+                                         "and beam + lexicon (those given) side by side on the same model outputs, "
+                                         "each also after --corrector when given")
     sub.choices["evaluate"].add_argument("--corrector", help="also report CER/WER after T5 correction with this "
-                                         "corrector folder (not with --compare; docs/correction.md)")
+                                         "corrector folder (docs/correction.md)")
 
     p = sub.add_parser("lm", help="build or tune an n-gram language model for beam search")
     lm_sub = p.add_subparsers(dest="lm_command", required=True)

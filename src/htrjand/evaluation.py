@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .datasets import Sample
 from .decoding import Decoder, DecodingError
 from .metrics import ErrorCounter, ErrorTotals
-from .runtime import LineOutput, LineReader
+from .runtime import LineOutput, LineReader, Result, source_name
+
+if TYPE_CHECKING:
+    from .correction import Corrector
 
 
 def evaluate(recognizer: LineReader, samples: Sequence[Sample], batch_size: int = 16,
@@ -16,7 +20,27 @@ def evaluate(recognizer: LineReader, samples: Sequence[Sample], batch_size: int 
     """Report with overall and per-dataset CER/WER, lines/s, and the worst lines."""
     started = time.perf_counter()
     results = recognizer.recognize(list(samples), batch_size=batch_size, decoder=decoder)
-    seconds = time.perf_counter() - started
+    return _report(recognizer, samples, results, time.perf_counter() - started, decoder or recognizer.decoder)
+
+
+def evaluate_decoders(recognizer: LineReader, samples: Sequence[Sample], decoders: Sequence[Decoder],
+                      batch_size: int = 16) -> tuple[list[dict], float]:
+    """One `evaluate` report per decoder, the model run once; and the model's seconds. Each report's
+    `decoding_seconds` is its decoder's share; its lines/s counts the model and that decoder."""
+    started = time.perf_counter()
+    outputs = recognizer.forward(list(samples), batch_size=batch_size)
+    forward = time.perf_counter() - started
+    reports = []
+    for decoder in decoders:
+        started = time.perf_counter()
+        results = [recognizer.result(o, source_name(s), decoder) for s, o in zip(samples, outputs)]
+        seconds = time.perf_counter() - started
+        reports.append(_report(recognizer, samples, results, forward + seconds, decoder) | {"decoding_seconds": seconds})
+    return reports, forward
+
+
+def _report(recognizer: LineReader, samples: Sequence[Sample], results: Sequence[Result], seconds: float,
+            decoder: Decoder) -> dict:
     counter = ErrorCounter()
     lines, unreadable = [], 0
     for s, r in zip(samples, results):
@@ -31,7 +55,7 @@ def evaluate(recognizer: LineReader, samples: Sequence[Sample], batch_size: int 
         "datasets": {name: t.as_dict() for name, t in sorted(counter.per_dataset.items())},
         "unreadable_images": unreadable,
         "lines_per_second": len(samples) / seconds if seconds > 0 else None,
-        "decoder": (decoder or recognizer.decoder).name,
+        "decoder": decoder.name,
         "model": {"path": recognizer.meta.get("path", ""), "preset": recognizer.meta.get("preset", ""),
                   "parameters": recognizer.parameters},
         "lines": lines,
@@ -66,31 +90,58 @@ def _decode_all(recognizer: LineReader, samples: Sequence[Sample], outputs: list
 
 
 def compare(recognizer: LineReader, samples: Sequence[Sample], decoders: Sequence[Decoder],
-            batch_size: int = 16) -> dict:
-    """CER/WER and decoding speed of several decoders on the same model outputs (the model runs once)."""
-    started = time.perf_counter()
-    outputs = recognizer.forward(list(samples), batch_size=batch_size)
-    forward = time.perf_counter() - started
+            batch_size: int = 16, corrector: "Corrector | None" = None, where: str = "") -> dict:
+    """CER/WER and decoding speed of several decoders on the same model outputs (the model runs once);
+    with a T5 `corrector`, each decoder's output corrected too (`corrected` CER/WER beside each row)."""
+    reports, forward = evaluate_decoders(recognizer, samples, decoders, batch_size)
     rows = []
-    for decoder in decoders:
-        counter, seconds = _decode_all(recognizer, samples, outputs, decoder)
-        rows.append({"decoder": decoder.name, **counter.total.as_dict(),
-                     "datasets": {n: t.as_dict() for n, t in sorted(counter.per_dataset.items())},
-                     "decoding_seconds": seconds,
-                     "decoding_lines_per_second": len(samples) / seconds if seconds > 0 else None,
-                     "lines_per_second": len(samples) / (forward + seconds) if forward + seconds > 0 else None})
+    for report in reports:
+        seconds = report["decoding_seconds"]
+        row = {"decoder": report["decoder"], **report["overall"], "datasets": report["datasets"],
+               "decoding_seconds": seconds,
+               "decoding_lines_per_second": len(samples) / seconds if seconds > 0 else None,
+               "lines_per_second": report["lines_per_second"]}
+        if corrector is not None:
+            row["corrected"] = _corrected(corrector, recognizer, report, where)
+        rows.append(row)
     return {"lines": len(samples), "model_seconds": forward,
-            "unreadable_images": sum(o.error is not None for o in outputs),
+            "unreadable_images": reports[0]["unreadable_images"] if reports else 0,
             "model": {"path": recognizer.meta.get("path", ""), "preset": recognizer.meta.get("preset", ""),
                       "parameters": recognizer.parameters}, "decoders": rows}
 
 
+def _corrected(corrector: "Corrector", recognizer: LineReader, report: dict, where: str) -> dict:
+    """CER/WER of one decoder's report after the corrector, with the gate's decisions and its speed."""
+    from .correction import correct_report
+
+    started = time.perf_counter()
+    corrected = correct_report(corrector, report, charset=recognizer.charset.chars, where=where)
+    seconds = time.perf_counter() - started
+    ungated = ErrorCounter()  # as if the gate kept every model output
+    for line in corrected["lines"]:
+        outcome = line["correction"]
+        ungated.add(line["reference"], outcome.get("candidate", line["corrected"]) if outcome["status"] == "rejected"
+                    else line["corrected"], line["dataset"])
+    section = corrected["correction"]
+    return {**section["after"]["overall"], "datasets": section["after"]["datasets"],
+            **{k: section[k] for k in ("accepted", "rejected", "unchanged", "skipped")},
+            "ungated_cer": ungated.total.as_dict()["cer"], "gate": section["gate"],
+            "lines_per_second": len(report["lines"]) / seconds if seconds > 0 else None}
+
+
 def format_comparison(report: dict) -> str:
-    rows = [("decoder", "CER %", "WER %", "decoding lines/s", "total lines/s")]
+    corrected = any("corrected" in r for r in report["decoders"])
+    rows = [("decoder", "CER %", "WER %", "decoding lines/s", "total lines/s")
+            + (("CER % +T5", "WER % +T5", "T5 lines/s") if corrected else ())]
     for r in report["decoders"]:
-        rows.append((r["decoder"], f"{100 * r['cer']:.2f}", f"{100 * r['wer']:.2f}",
-                     f"{r['decoding_lines_per_second']:.1f}" if r["decoding_lines_per_second"] else "-",
-                     f"{r['lines_per_second']:.1f}" if r["lines_per_second"] else "-"))
+        row = (r["decoder"], f"{100 * r['cer']:.2f}", f"{100 * r['wer']:.2f}",
+               f"{r['decoding_lines_per_second']:.1f}" if r["decoding_lines_per_second"] else "-",
+               f"{r['lines_per_second']:.1f}" if r["lines_per_second"] else "-")
+        if corrected:
+            c = r["corrected"]
+            row += (f"{100 * c['cer']:.2f}", f"{100 * c['wer']:.2f}",
+                    f"{c['lines_per_second']:.1f}" if c["lines_per_second"] else "-")
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]

@@ -122,7 +122,7 @@ class LineReader:
         images = _as_list(images)
         results: list[Result] = []
         for part, outputs in self._chunks(images, batch_size, workers, chunk):
-            results += [self.result(o, _name(image), decoder) for image, o in zip(part, outputs)]
+            results += [self.result(o, source_name(image), decoder) for image, o in zip(part, outputs)]
         return results
 
     def forward(self, images: Sequence[ImageInput | Sample] | ImageInput | Sample, batch_size: int = 16,
@@ -171,7 +171,7 @@ def _as_list(images) -> Sequence:
     return images
 
 
-def _name(image: ImageInput | Sample) -> str:
+def source_name(image: ImageInput | Sample) -> str:
     if isinstance(image, Sample):
         return image.source if image.crop is not None else str(image.image)
     return str(image) if isinstance(image, (str, Path)) else ""

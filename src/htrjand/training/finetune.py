@@ -43,12 +43,22 @@ class Init:
             charset = Charset(old.chars + [c for c in data_charset.chars if c not in set(old.chars)])
         else:
             charset = data_charset
-        added = [c for c in charset.chars if c not in set(old.chars)]
-        dropped = [c for c in old.chars if c not in set(charset.chars)]
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        init = cls(path, ModelConfig.from_dict(stored["model"]), stored.get("preset", ""), old, charset, state)
+        added, dropped = init.added, init.dropped
         log.info("fine-tuning from %s: charset %s, %d characters (%d new: %s; %d dropped)", path, mode,
                  len(charset), len(added), "".join(added)[:60], len(dropped))
-        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-        return cls(path, ModelConfig.from_dict(stored["model"]), stored.get("preset", ""), old, charset, state)
+        return init
+
+    @property
+    def added(self) -> list[str]:
+        """Characters of the new charset the initial model did not have."""
+        return [c for c in self.charset.chars if c not in set(self.old.chars)]
+
+    @property
+    def dropped(self) -> list[str]:
+        """Characters of the initial model the new charset no longer has."""
+        return [c for c in self.old.chars if c not in set(self.charset.chars)]
 
     def apply(self, net: torch.nn.Module) -> None:
         """Load the weights into `net` (built for `self.charset`): output rows of characters the old
@@ -64,6 +74,5 @@ class Init:
         net.load_state_dict(state)
 
     def record(self) -> dict:
-        return {"from": str(self.path), "old_charset_size": len(self.old),
-                "added": [c for c in self.charset.chars if c not in set(self.old.chars)],
-                "dropped": [c for c in self.old.chars if c not in set(self.charset.chars)]}
+        return {"from": str(self.path), "old_charset_size": len(self.old), "added": self.added,
+                "dropped": self.dropped}
