@@ -35,18 +35,16 @@ def test_cer(path: Path, samples) -> float:
     return evaluate(Recognizer.from_checkpoint(path), samples, batch_size=16)["overall"]["cer"]
 
 
-def figures(path: Path, tests: list[str]) -> dict:
-    """What the card states and the tests check: per test split (all lines, and the first
-    CHECK_LINES), and the README's example lines."""
-    reader = Recognizer.from_checkpoint(path)
-    out: dict = {"test": {}, "check": {"what": f"the first {CHECK_LINES} lines of each test split "
-                                               "(tests/test_bundled_model.py: within 1 CER point)"}}
-    for spec in tests:
-        samples = read_datasets([spec_of(spec)], Problems())
-        name = samples[0].dataset
-        t = evaluate(reader, samples, batch_size=16)["overall"]
-        out["test"][name] = {"lines": t["lines"], "cer": round(t["cer"], 4), "wer": round(t["wer"], 4)}
-        c = evaluate(reader, samples[:CHECK_LINES], batch_size=16)["overall"]
+def figures(reader: Recognizer, samples: list, report: dict) -> dict:
+    """What the card states and the tests check, from the test `report` of `reader` on `samples`:
+    per test split (all lines, and its first CHECK_LINES), and the README's example lines."""
+    out: dict = {"test": {name: {"lines": t["lines"], "cer": round(t["cer"], 4), "wer": round(t["wer"], 4)}
+                          for name, t in report["datasets"].items()},
+                 "check": {"what": f"the first {CHECK_LINES} lines of each test split "
+                                   "(tests/test_bundled_model.py: within 1 CER point)"}}
+    for name in report["datasets"]:
+        first = [s for s in samples if s.dataset == name][:CHECK_LINES]
+        c = evaluate(reader, first, batch_size=16)["overall"]
         out["check"][name] = {"lines": c["lines"], "cer": round(c["cer"], 4)}
     e = evaluate(reader, read_datasets([spec_of(str(EXAMPLES))], Problems()), batch_size=16)["overall"]
     out["examples"] = {"what": "examples/lines.tsv: 6 lines rendered by `htrjand synth` (README's first command)",
@@ -73,20 +71,21 @@ def main() -> None:
                         help="entries of the card's 'trained' section (hardware, command, epochs, ...)")
     args = parser.parse_args()
     ckpt = read_checkpoint(args.checkpoint)
-    params = count_parameters(Recognizer.from_checkpoint(args.checkpoint).model)
+    reader = Recognizer.from_checkpoint(args.checkpoint)
+    params = count_parameters(reader.model)
     if params > MAX_PARAMETERS:
         sys.exit(f"{args.checkpoint}: {params:,} parameters, more than the Student's {MAX_PARAMETERS:,}")
     samples = read_datasets([spec_of(t) for t in args.test], Problems())
-    new = test_cer(args.checkpoint, samples)
+    report = evaluate(reader, samples, batch_size=16)
+    new = report["overall"]["cer"]
     if DEFAULT_MODEL.is_file() and not args.force:
         old = test_cer(DEFAULT_MODEL, samples)
         if new >= old:
             sys.exit(f"not bundled: test CER {100 * new:.2f}% is not lower than the bundled model's {100 * old:.2f}%")
     atomic_save({k: ckpt[k] for k in KEEP if k in ckpt}, DEFAULT_MODEL)
     card = json.loads(CARD.read_text(encoding="utf-8")) if CARD.is_file() else {"model": DEFAULT_MODEL.name}
-    reader = Recognizer.from_checkpoint(DEFAULT_MODEL)
     card.update(parameters=params, input_height=reader.height, charset_size=len(reader.charset),
-                **figures(DEFAULT_MODEL, args.test))
+                **figures(reader, samples, report))  # the bundled file holds the same weights
     if args.name:
         card["name"] = args.name
     for item in args.trained:
