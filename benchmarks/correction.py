@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import write_results  # benchmarks/machine.py
+
 
 def read(specs: list[str], limit: int):
     from htrjand.datasets import Problems, read_datasets
@@ -145,9 +147,7 @@ def main() -> None:
         "test_lines": table["lines"], "test_model_seconds": table["model_seconds"], "decoders": table["decoders"],
         "command": "python benchmarks/correction.py " + " ".join(sys.argv[1:]),
     }
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "correction.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-    (args.results / "correction.md").write_text(to_markdown(result), encoding="utf-8")
+    write_results(args.results, "correction", result, to_markdown(result))
     print(to_markdown(result))
 
 

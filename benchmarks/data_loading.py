@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import platform
 import time
 from pathlib import Path
+
+from machine import cpu_model, write_results  # benchmarks/machine.py
 
 
 def load(data: Path, limit: int):
@@ -64,11 +64,9 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     rows = [epochs(samples, charset, problems, cache, args.workers, augment)
             for augment in args.augment for cache in ("off", "memory")]
-    result = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+    result = {"date": datetime.date.today().isoformat(), "machine": cpu_model(),
               "workers": args.workers, "lines": len(samples), "page_lines": n_pages * 10, "rows": rows,
               "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "data_loading.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     md = [f"# Data loading: epoch time with and without the line cache ({result['date']})", "",
           f"{len(samples)} training lines (copiste + hooker train, plus {n_pages} real PAGE/ALTO page lines x10, "
           f"cut and masked from their pages), batch 16, {args.workers} loader workers, no model; "
@@ -82,7 +80,7 @@ def main() -> None:
             speed = off["epoch_seconds"][1] / r["epoch_seconds"][1]
             md.append(f"| {augment:g} | {r['cache']} | {r['setup_seconds']} | {r['epoch_seconds'][0]} | "
                       f"{r['epoch_seconds'][1]} | {r['cache_mb']} | {speed:.2f}x |")
-    (args.out / "data_loading.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    write_results(args.out, "data_loading", result, "\n".join(md))
     print("\n".join(md))
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_model  # benchmarks/machine.py
+from machine import cpu_model, write_results  # benchmarks/machine.py
 
 
 def _command(argv: list[str]) -> str:
@@ -171,9 +170,7 @@ def main() -> None:
               "data": args.data, "val": args.val, "lm": lm_info, "tuning": tuning, "calibration": calibration,
               "seconds": time.perf_counter() - started, **result,
               "note": args.note, "command": _command(sys.argv[1:])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decoding.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    (args.out / "decoding.md").write_text(to_markdown(report), encoding="utf-8")
+    write_results(args.out, "decoding", report, to_markdown(report))
     print(to_markdown(report))
 
 

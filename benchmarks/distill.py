@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 from pathlib import Path
+
+from machine import cpu_model, write_results  # benchmarks/machine.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, lps in speed(recognizers, samples, args.batch_size, args.repeats).items():
         models[name]["lines_per_second"] = lps
     report = {
-        "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+        "date": datetime.date.today().isoformat(), "machine": cpu_model(),
         "threads": args.threads, "torch": torch.__version__, "teacher": args.teacher,
         "epochs": runs["distilled"].get("epochs", args.epochs) if args.from_runs else args.epochs,
         "batch_size": args.batch_size, "repeats": args.repeats,
@@ -167,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": runs["distilled"]["distillation"]["settings"], "models": models,
         "command": "python benchmarks/distill.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "distill.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    (args.out / "distill.md").write_text(to_markdown(report), encoding="utf-8")
+    write_results(args.out, "distill", report, to_markdown(report))
     print(to_markdown(report))
     return 0
 

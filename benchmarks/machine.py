@@ -1,6 +1,7 @@
-"""What the benchmarks record about the machine they ran on."""
+"""What the benchmarks record about the machine they ran on, and where they write their results."""
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -13,4 +14,11 @@ def cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def write_results(out: Path, name: str, result: dict, markdown: str) -> None:
+    """OUT/NAME.json (the figures) and OUT/NAME.md (the table a person reads)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(markdown.rstrip("\n") + "\n", encoding="utf-8")

@@ -28,6 +28,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from machine import write_results  # benchmarks/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 LIMITS = {"max_upload_mb": 2.0, "max_files": 8, "max_megapixels": 4.0}
@@ -363,9 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     server_env = dict(item.split("=", 1) for item in args.server_env)
     result = run(args.model, args.requests, args.clients, args.seed, args.threads, images=args.images,
                  server_env=server_env)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_load.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    (args.out / "serve_load.md").write_text(markdown(result), encoding="utf-8")
+    write_results(args.out, "serve_load", result, markdown(result))
     print(markdown(result))
     return 0 if result["server_errors"] == 0 and result["transport_errors"] == 0 else 1
 

@@ -34,3 +34,40 @@ def test_pipeline_recipe_passes_its_checks(monkeypatch):
     monkeypatch.chdir(root)
     pipeline = Pipeline("recipes/pipeline.yaml")
     assert [s["name"] for s in pipeline.stages] and pipeline.student
+
+
+def test_every_ablation_variant_is_a_valid_pipeline_changing_one_thing(tmp_path):
+    """benchmarks/ablations.py: each variant passes the pipeline's checks, and an architecture variant
+    differs from its baseline (`synthetic+real`) in its one model option only."""
+    import argparse
+    import dataclasses
+    import importlib.util
+    import sys
+
+    import yaml
+
+    from htrjand.pipeline import Pipeline
+
+    script = RECIPES.parent / "benchmarks" / "ablations.py"
+    sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location("ablations", script)
+    ablations = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablations)
+    manifest = tmp_path / "lines.tsv"
+    manifest.write_text("a.png\tsome text\n", encoding="utf-8")
+    args = argparse.Namespace(epochs=2, synth_lines=10, synth_epochs=1, preset="student", batch_size=4, lr=1e-3, seed=1,
+                              val=[str(manifest)], test=[str(manifest)], synth_text=None)
+    models = {}
+    for variant in ablations.VARIANTS:
+        path = tmp_path / f"{variant}.yaml"
+        path.write_text(yaml.safe_dump(ablations.pipeline_config(variant, args, manifest, tmp_path / "runs")))
+        pipeline = Pipeline(path)
+        stages = [s["name"] for s in pipeline.stages]
+        pretrained = variant == "synthetic+real" or variant in ablations.MODEL_VARIANTS
+        assert stages == (["synthetic", "real"] if pretrained else ["real"]), variant
+        models[variant] = dataclasses.asdict(pipeline.config_of(pipeline.stages[-1]).model)
+    base = models["synthetic+real"]
+    for variant, options in ablations.MODEL_VARIANTS.items():
+        changed = {k for k in base if models[variant][k] != base[k]}
+        assert changed == set(options), variant
+        assert all(models[variant][k] == v for k, v in options.items())

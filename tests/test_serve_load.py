@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
 
 @pytest.fixture(scope="module")
 def serve_load():
+    sys.path.insert(0, str(SCRIPT.parent))  # its `machine` module, as when run as a script
     spec = importlib.util.spec_from_file_location("serve_load", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

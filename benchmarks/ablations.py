@@ -1,14 +1,21 @@
-"""What each part of the training pipeline is worth when real data is scarce (issue 4 ablation).
+"""Ablations of spec section 4 on the same data and budget: training stages and architecture.
 
-Trains the same model on a fraction of a real training set in four ways, each through
-`htrjand pipeline` with the same real-data epochs: real lines only; synthetic pre-training then real;
-real with the auxiliary CTC head; real with the length curriculum. Runs `--parallel` variants at a
-time (one torch thread each) and writes OUT/stages.{json,md} with the test CER/WER of each.
+Trains the same preset on a fraction of a real training set, each variant through `htrjand pipeline`
+with the same real-data epochs and seed:
 
-    python benchmarks/stages.py --train ../shared/data/hooker/train.tsv --fraction 0.1 \\
+- training stages: real lines only (`real`); synthetic pre-training then real (`synthetic+real`, the
+  baseline of the architecture variants); real with the auxiliary CTC head (`real+aux`); real with the
+  length curriculum (`real+curriculum`);
+- architecture, each as `synthetic+real` with one model option changed: plain MHSA
+  (`attention=mhsa`), Proxima attention alone (`attention=proxima`), no Squeeze-and-Excitation (`se=off`).
+
+Runs `--parallel` variants at a time (one torch thread each) and writes OUT/NAME.{json,md} with the
+test CER/WER of each (KD on/off and the decoders have their own benchmarks: distill.py, decoding.py).
+
+    python benchmarks/ablations.py --train ../shared/data/hooker/train.tsv --fraction 0.1 \\
         --val ../shared/data/hooker/val.tsv --test ../shared/data/hooker/test.tsv [--epochs 20] \\
-        [--synth-lines 3000] [--synth-epochs 3] [--preset student] [--batch-size 8] [--lr 3e-3] [--runs runs/stages]
-        [--out benchmarks/results]
+        [--variants synthetic+real attention=mhsa ...] [--synth-lines 3000] [--synth-epochs 3] \\
+        [--preset student] [--batch-size 8] [--lr 3e-3] [--runs runs/ablations] [--name ablations] [--out benchmarks/results]
 """
 from __future__ import annotations
 
@@ -22,8 +29,14 @@ from pathlib import Path
 
 import yaml
 
+from machine import write_results  # benchmarks/machine.py
+
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ("real", "synthetic+real", "real+aux", "real+curriculum")
+STAGE_VARIANTS = ("real", "synthetic+real", "real+aux", "real+curriculum")
+# architecture variants: the `synthetic+real` pipeline with these model options
+MODEL_VARIANTS = {"attention=mhsa": {"attention": "mhsa"}, "attention=proxima": {"attention": "proxima"},
+                  "se=off": {"se": False}}
+VARIANTS = (*STAGE_VARIANTS, *MODEL_VARIANTS)
 
 
 def subset(manifest: Path, fraction: float, out: Path) -> Path:
@@ -42,17 +55,17 @@ def pipeline_config(variant: str, args: argparse.Namespace, train: Path, runs: P
     if variant == "real+curriculum":
         real["data"] = {"curriculum_epochs": max(1, args.epochs // 3)}
     stages = [real]
-    if variant == "synthetic+real":
+    if variant == "synthetic+real" or variant in MODEL_VARIANTS:
         stages.insert(0, {"name": "synthetic", "synth": {"lines": args.synth_lines, "val_fraction": 0.05},
                           "data": {"train": [], "val": []}, "train": {"epochs": args.synth_epochs}})
-    return {"output": str(runs / variant), "preset": args.preset,
+    return {"output": str(runs / variant), "preset": args.preset, "model": MODEL_VARIANTS.get(variant, {}),
             "data": {"train": [str(train)], "val": [str(Path(v).resolve()) for v in args.val],
                      "test": [str(Path(t).resolve()) for t in args.test], "batch_size": args.batch_size, "workers": 1,
                      "augment": 1.0},
             "train": {"lr": args.lr, "warmup_steps": 50, "schedule": "cosine", "patience": 1000, "progress": False,
-                      "seed": 1},
+                      "seed": args.seed},
             "synth": {"text": [str(Path(t).resolve()) for t in args.synth_text or [train]], "min_chars": 10,
-                      "max_chars": 60, "seed": 1},
+                      "max_chars": 60, "seed": args.seed},
             "stages": stages}
 
 
@@ -71,7 +84,9 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--runs", type=Path, default=Path("runs/stages"))
+    parser.add_argument("--seed", type=int, default=1, help="training and rendering seed of every variant")
+    parser.add_argument("--runs", type=Path, default=Path("runs/ablations"))
+    parser.add_argument("--name", default="ablations", help="results file name (OUT/NAME.json, OUT/NAME.md)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -103,21 +118,21 @@ def main() -> int:
                          "stages": [s["name"] for s in stages]}
     result = {"date": datetime.date.today().isoformat(), "train": str(args.train), "fraction": args.fraction,
               "train_lines": sum(1 for _ in train.open()), "epochs": args.epochs, "synth_lines": args.synth_lines,
-              "synth_epochs": args.synth_epochs, "preset": args.preset, "variants": rows,
-              "command": "python benchmarks/stages.py " + " ".join(sys.argv[1:])}
-    md = ["# Training pipeline ablation: scarce real data", "",
+              "synth_epochs": args.synth_epochs, "preset": args.preset, "seed": args.seed, "variants": rows,
+              "command": "python benchmarks/ablations.py " + " ".join(sys.argv[1:])}
+    md = ["# Ablations on scarce real data (spec section 4)", "",
           f"{result['date']}; {args.preset} preset; {result['train_lines']} real training lines ({args.fraction:g} of "
           f"{args.train}), {args.epochs} real-data epochs for every variant (batch {args.batch_size}, augmentation 1.0, "
-          f"cosine LR {args.lr:g}, warm-up 50 steps, seed 1); synthetic pre-training: {args.synth_lines} rendered lines for {args.synth_epochs} epochs; "
+          f"cosine LR {args.lr:g}, warm-up 50 steps, seed {args.seed}); synthetic pre-training: {args.synth_lines} rendered lines for {args.synth_epochs} epochs; "
           "CPU, one torch thread per run.", "",
-          "| variant | stages | test CER % | test WER % | best val CER % | training s |", "|---|---|---|---|---|---|"]
+          "| variant | stages | model options | test CER % | test WER % | best val CER % | training s |",
+          "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        md.append(f"| {name} | {' -> '.join(r['stages'])} | {100 * r['test_cer']:.2f} | {100 * r['test_wer']:.2f} | "
+        options = ", ".join(f"{k}={v}" for k, v in MODEL_VARIANTS.get(name, {}).items()) or "preset"
+        md.append(f"| {name} | {' -> '.join(r['stages'])} | {options} | {100 * r['test_cer']:.2f} | {100 * r['test_wer']:.2f} | "
                   f"{100 * r['best_val_cer']:.2f} | {r['seconds']:.0f} |")
     md += ["", f"Command: `{result['command']}`", ""]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stages.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    (args.out / "stages.md").write_text("\n".join(md), encoding="utf-8")
+    write_results(args.out, args.name, result, "\n".join(md))
     print("\n".join(md))
     return 0
 
