@@ -63,7 +63,8 @@ class TrainConfig:
     plateau_patience: int = field(default=3, metadata={"help": "epochs without improvement before the plateau schedule halves the LR"})
     grad_clip: float = field(default=5.0, metadata={"help": "gradient norm clipping (0 = off)"})
     precision: str = field(default="auto", metadata={
-        "help": "auto (bf16-mixed on GPUs that support it, else 32) or any Lightning precision"})
+        "help": "auto (bf16-mixed on GPUs that support it, else 32) or any Lightning precision; on a CPU with "
+                "native bfloat16 (AVX512-BF16, AMX) bf16-mixed trains ~1.4x faster"})
     accelerator: str = field(default="auto", metadata={"help": "cpu | gpu | auto"})
     devices: str = field(default="auto", metadata={"help": "devices per node (number, list or auto)"})
     strategy: str = field(default="auto", metadata={"help": "Lightning strategy, e.g. ddp"})
