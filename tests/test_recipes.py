@@ -55,12 +55,12 @@ def test_every_ablation_variant_is_a_valid_pipeline_changing_one_thing(tmp_path)
     spec.loader.exec_module(ablations)
     manifest = tmp_path / "lines.tsv"
     manifest.write_text("a.png\tsome text\n", encoding="utf-8")
-    args = argparse.Namespace(epochs=2, synth_lines=10, synth_epochs=1, preset="student", batch_size=4, lr=1e-3, seed=1,
+    args = argparse.Namespace(epochs=2, synth_lines=10, synth_epochs=1, preset="student", batch_size=4, lr=1e-3,
                               val=[str(manifest)], test=[str(manifest)], synth_text=None)
     models = {}
     for variant in ablations.VARIANTS:
         path = tmp_path / f"{variant}.yaml"
-        path.write_text(yaml.safe_dump(ablations.pipeline_config(variant, args, manifest, tmp_path / "runs")))
+        path.write_text(yaml.safe_dump(ablations.pipeline_config(variant, args, manifest, tmp_path / "runs", [manifest], seed=1)))
         pipeline = Pipeline(path)
         stages = [s["name"] for s in pipeline.stages]
         pretrained = variant == "synthetic+real" or variant in ablations.MODEL_VARIANTS
