@@ -49,6 +49,10 @@ def subset(manifest: Path, fraction: float, out: Path) -> Path:
     return out
 
 
+def _lines(manifest: Path) -> int:
+    return len(manifest.read_text(encoding="utf-8").splitlines())
+
+
 def pipeline_config(variant: str, args: argparse.Namespace, train: Path, runs: Path, val: list[Path],
                     seed: int) -> dict:
     real = {"name": "real", "train": {"epochs": args.epochs}}
@@ -138,9 +142,9 @@ def main() -> int:
             print(f"failed: see {log}", file=sys.stderr)
     rows = collect(args.runs, args.variants, args.seeds)
     result = {"date": datetime.date.today().isoformat(), "train": str(args.train), "fraction": args.fraction,
-              "train_lines": sum(1 for _ in train.open()), "epochs": args.epochs, "synth_lines": args.synth_lines,
+              "train_lines": _lines(train), "epochs": args.epochs, "synth_lines": args.synth_lines,
               "synth_epochs": args.synth_epochs, "preset": args.preset, "seeds": args.seeds, "val": args.val,
-              "val_fraction": args.val_fraction, "val_lines": sum(sum(1 for _ in v.open()) for v in val), "variants": rows,
+              "val_fraction": args.val_fraction, "val_lines": sum(map(_lines, val)), "variants": rows,
               "command": "python benchmarks/ablations.py " + " ".join(sys.argv[1:])}
     md = ["# Ablations on scarce real data (spec section 4)", "",
           f"{result['date']}; {args.preset} preset; {result['train_lines']} real training lines ({args.fraction:g} of "

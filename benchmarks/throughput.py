@@ -127,7 +127,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, metavar=("PHASE", "PRESET", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(*args.child[:2], args.data, args.lines, args.threads, args.batch, args.child[2])))
+        phase, preset_name, precision = args.child
+        print(json.dumps(measure(phase, preset_name, args.data, args.lines, args.threads, args.batch, precision)))
         return
     if not (args.data / "copiste" / "test.tsv").is_file():
         print(f"{args.data}: datasets not found; nothing measured")

@@ -53,12 +53,14 @@ class Init:
     @property
     def added(self) -> list[str]:
         """Characters of the new charset the initial model did not have."""
-        return [c for c in self.charset.chars if c not in set(self.old.chars)]
+        known = set(self.old.chars)
+        return [c for c in self.charset.chars if c not in known]
 
     @property
     def dropped(self) -> list[str]:
         """Characters of the initial model the new charset no longer has."""
-        return [c for c in self.old.chars if c not in set(self.charset.chars)]
+        kept = set(self.charset.chars)
+        return [c for c in self.old.chars if c not in kept]
 
     def apply(self, net: torch.nn.Module) -> None:
         """Load the weights into `net` (built for `self.charset`): output rows of characters the old
