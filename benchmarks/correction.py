@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=0, help="use only the first N lines of each split (0: all)")
     parser.add_argument("--recognition-batch", type=int, default=16)
     tuned = ("steps", "batch_size", "lr", "warmup", "d_model", "layers", "heads", "d_ff", "context_chars",
-             "synthetic_ratio", "gate_abs", "gate_rel", "eval_every", "log_every", "seed")
+             "synthetic_ratio", "gate_abs", "gate_rel", "eval_every", "log_every", "seed", "precision")
     for name in tuned:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=type(getattr(d, name)),
                             default=getattr(d, name))

@@ -206,6 +206,29 @@ def test_learns_a_systematic_error_and_fixes_held_out_lines(trained):
     assert meta["training"]["steps_done"] == 150 and meta["gate"] == {"absolute": 6, "relative": 0.5}
 
 
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bfloat16")
+def test_bf16_training_on_cpu_learns_like_float32(trained, tmp_path):
+    """`--precision bf16-mixed` (docs/correction.md: 1.3x faster steps on a CPU with native bfloat16) learns the
+    systematic error as the float32 run does and stores float32 weights."""
+    root, _ = trained
+    report, corpus = write_toy_data(tmp_path)
+    settings = TrainSettings(output=str(tmp_path / "bf16"), reports=[str(report)], corpora=[str(corpus)],
+                             lr=1e-2, warmup=20, steps=150, batch_size=64, context_chars=0, max_pair_cer=1.0,
+                             eval_every=0, gate_abs=6, gate_rel=0.5, precision="bf16-mixed", **TINY)
+    train_corrector(settings)
+    full = json.loads((root / "model" / "corrector.json").read_text())["training"]["final_loss"]
+    half = json.loads((tmp_path / "bf16" / "corrector.json").read_text())["training"]["final_loss"]
+    assert half < 1.5 * full + 0.02, (full, half)
+    corrector = Corrector.load(tmp_path / "bf16")
+    assert all(p.dtype == torch.float32 for p in corrector.model.parameters())
+    rng = random.Random(99)
+    held_out = [toy_line(rng) for _ in range(40)]
+    fixed = corrector.correct([misread(t) for t in held_out])
+    assert sum(f == t for f, t in zip(fixed, held_out)) >= len(held_out) // 3
+    with pytest.raises(CorrectionError, match="precision 'fp16'"):
+        train_corrector(TrainSettings(output=str(tmp_path / "bad"), reports=[str(report)], precision="fp16", **TINY))
+
+
 def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     root, _ = trained
     a = Corrector.load(root / "model")

@@ -733,7 +733,9 @@ def _add_corrector_commands(sub) -> None:
             ("val_lines", int, "most validation lines"), ("eval_every", int, "validate every N steps (0: at the end)"),
             ("save_every", int, "write the resumable state every N steps"), ("log_every", int, "log every N steps"),
             ("gate_abs", int, "default gate: absolute edit bound"), ("gate_rel", float, "default gate: relative bound"),
-            ("seed", int, "random seed"), ("device", str, "auto | cpu | cuda[:N]")):
+            ("seed", int, "random seed"), ("device", str, "auto | cpu | cuda[:N]"),
+            ("precision", str, "auto (bf16 autocast on GPUs that support it) | 32 | bf16-mixed (also on a CPU with "
+             "native bfloat16)")):
         default = getattr(d, name)
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ,
                        help=f"{help_text} (default: {default if default is not None else 'see help'})")

@@ -234,6 +234,7 @@ class TrainSettings:
     gate_rel: float = 0.2
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
     resume: bool = False
 
 

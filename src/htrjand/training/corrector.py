@@ -360,6 +360,16 @@ def _batch(examples: list[Example], tokenizer, settings: TrainSettings, device: 
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+def _bf16(precision: str, device: str) -> bool:
+    """Whether training runs under bf16 autocast: 'auto' on GPUs that support it, 'bf16-mixed' anywhere
+    (on a CPU with native bfloat16 about 1.3x faster), '32' never."""
+    if precision not in ("auto", "32", "bf16-mixed"):
+        raise CorrectionError(f"precision {precision!r}: expected auto, 32 or bf16-mixed")
+    if precision == "auto":
+        return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return precision == "bf16-mixed"
+
+
 def _lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up, then linear decay to 10% at the last step."""
     if step < warmup:
@@ -391,6 +401,7 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
     if not settings.resume and ((out / META_FILE).exists() or state_file.exists()):
         raise CorrectionError(f"{out}: already holds a corrector (use --resume to continue it, or another folder)")
     device = _device(settings.device)
+    autocast = _bf16(settings.precision, device)
     torch.manual_seed(settings.seed)
     state = None
     if settings.resume:
@@ -436,7 +447,6 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
             "training": {"settings": asdict(settings), "data": summary, "problems": problems.summary()}}
     corrector = Corrector(model, tokenizer, meta, device)
     model.train()
-    autocast = device.startswith("cuda") and torch.cuda.is_bf16_supported()
 
     def save_state() -> None:
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -450,7 +460,7 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
     try:
         while step < steps:
             batch = _batch([data.draw() for _ in range(settings.batch_size)], tokenizer, settings, device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
                 loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
