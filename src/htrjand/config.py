@@ -18,6 +18,18 @@ import yaml
 from .model import ModelConfig, preset
 
 
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """'auto' -> bf16 mixed precision on GPUs that support it, full precision elsewhere."""
+    if precision != "auto":
+        return precision
+    import torch  # not at the top: the CLI parser imports this module, and `--engine onnx` runs without torch
+
+    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
 class ConfigError(ValueError):
     """A config file or option that cannot be used."""
 

@@ -22,6 +22,7 @@ from rapidfuzz.distance import Levenshtein
 from .. import __version__
 from ..charset import normalize_text
 from ..checkpoint import atomic_save
+from ..config import resolve_precision
 from ..correction import (BYTE_VOCAB, EOS, FORMAT, FORMAT_VERSION, META_FILE, PAD, ByteTokenizer, Correction,
                           CorrectionError, Corrector, Gate, TrainSettings, _device, _model_path, _tokenizer_for,
                           _transformers, encode_input, neighbours, page_key, read_report, recogniser_charset)
@@ -361,13 +362,11 @@ def _batch(examples: list[Example], tokenizer, settings: TrainSettings, device: 
 
 
 def _bf16(precision: str, device: str) -> bool:
-    """Whether training runs under bf16 autocast: 'auto' on GPUs that support it, 'bf16-mixed' anywhere
-    (on a CPU with native bfloat16 about 1.3x faster), '32' never."""
+    """Whether training runs under bf16 autocast: 'auto' as for recognisers (`resolve_precision`), 'bf16-mixed'
+    anywhere (on a CPU with native bfloat16 about 1.3x faster), '32' never."""
     if precision not in ("auto", "32", "bf16-mixed"):
         raise CorrectionError(f"precision {precision!r}: expected auto, 32 or bf16-mixed")
-    if precision == "auto":
-        return device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    return precision == "bf16-mixed"
+    return resolve_precision(precision, "gpu" if device.startswith("cuda") else "cpu") == "bf16-mixed"
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:

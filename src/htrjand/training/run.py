@@ -10,7 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -18,7 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ..charset import Charset
 from ..checkpoint import (CheckpointError, atomic_save, check_digest, digest_path, previous_path,
                           read_checkpoint)
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, resolve_precision
 from ..charmap import CharMapping, MappingError
 from ..datasets import DatasetSpec, Problems, Sample, read_dataset, read_datasets, spec_of
 from ..model import ModelConfig, count_parameters
@@ -30,16 +29,6 @@ from .module import HTRModule
 from .throughput import Throughput
 
 log = logging.getLogger("htrjand")
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """'auto' -> bf16 mixed precision on GPUs that support it, full precision elsewhere."""
-    if precision != "auto":
-        return precision
-    use_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if use_gpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
 
 
 def _devices(value: str):
