@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from htrjand.charset import Charset
-from htrjand.checkpoint import CheckpointError, read_checkpoint
+from htrjand.checkpoint import CheckpointError, atomic_save, model_checkpoint, read_checkpoint
 from htrjand.cli import main
 from htrjand.config import ConfigError, load_config
 from htrjand.datasets import read_dataset
@@ -20,12 +20,12 @@ from htrjand.training.finetune import Init
 from conftest import TINY_MODEL
 
 
-def _config(data, output, **train_options):
+def _config(data, output, model=None, **train_options):
     return load_config(preset_name="student", overrides={
         "data": {"train": [str(data)], "val": [str(data)], "batch_size": 8, "workers": 0, "augment": 0},
         "train": {"output": str(output), "warmup_steps": 10, "progress": False, "lr": 1e-2, "patience": 1000,
                   **train_options},
-        "model": dict(TINY_MODEL)})
+        "model": {**TINY_MODEL, **(model or {})}})
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,37 @@ def test_finetuning_with_a_frozen_cnn_learns_a_new_character_and_leaves_the_cnn_
     assert sum(r.text.count("§") for r in results) >= sum(t.count("§") for t in truth) // 2
     assert after < before / 2, (before, after)
     assert summary["steps"] > 0
+
+
+def _converted(base, **options):
+    """`base`'s weights in the architecture `--init` builds with `options`, untrained (as a checkpoint)."""
+    init = Init.load(str(base), "keep", Charset([]))
+    net = HTRNet(init.architecture(options), init.charset.num_classes)
+    init.apply(net)
+    return model_checkpoint(net, init.charset.chars, "student")
+
+
+def test_init_with_more_light_blocks_gives_the_faster_network_which_relearns(base, lines8, tmp_path):
+    samples = read_dataset(lines8)
+    images, truth = [s.image for s in samples], [s.text for s in samples]
+    blocks = read_checkpoint(base)["hyper_parameters"]["model"]["light_blocks"] + 2
+    atomic_save(_converted(base, light_blocks=blocks), tmp_path / "converted.ckpt", digest=True)
+    converted = cer(truth, [r.text for r in load(tmp_path / "converted.ckpt").recognize(images)])
+    out = tmp_path / "fast"
+    train(_config(lines8, out, model={"light_blocks": blocks}, init=str(base), epochs=120, val_every=60))
+    new = read_checkpoint(out / "last.ckpt")
+    assert new["hyper_parameters"]["model"]["light_blocks"] == blocks
+    after = cer(truth, [r.text for r in load(out / "last.ckpt").recognize(images)])
+    assert converted > 0.3 and after < converted / 3, (converted, after)  # the change matters; training repairs it
+
+
+def test_init_with_options_that_change_weight_shapes_is_a_clear_error(base, lines8, tmp_path):
+    with pytest.raises(ConfigError, match=r"--init .*channels=.*do not fit its weights \(cnn\.5"):
+        train(_config(lines8, tmp_path / "x", model={"channels": [8, 12, 16, 16, 16, 24]}, init=str(base)))
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("model:\n  dropout: 0.3\n", encoding="utf-8")
+    cfg = load_config(yaml, {"model": {"light-blocks": 3}}, "student")
+    assert cfg.model_given == ("dropout", "light_blocks")  # the preset's own values are not "given"
 
 
 def test_bundled_model_is_a_valid_starting_point():

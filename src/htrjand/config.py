@@ -148,6 +148,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # model options the config file or the command line set (not the preset's): with `--init` these
+    # change the checkpoint's architecture, the others come from the checkpoint
+    model_given: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,6 +248,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict] | Non
             _apply(getattr(cfg, section), raw[section], f"{where}:{section}")
         if overrides.get(section):
             _apply(getattr(cfg, section), overrides[section], f"--{section}")
+    given = [*(raw.get("model") or {}), *(overrides.get("model") or {})]  # both checked by _apply
+    cfg.model_given = tuple(dict.fromkeys(str(k).replace("-", "_") for k in given))
     return cfg
 
 

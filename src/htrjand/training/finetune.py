@@ -1,9 +1,10 @@
 """Fine-tuning: start a run from a trained checkpoint's weights, with its charset kept, extended by
-the new training text's characters, or replaced, and optionally with the CNN frozen."""
+the new training text's characters, or replaced, optionally with the CNN frozen, and optionally with
+architecture options that keep every weight's shape changed (e.g. more light blocks: a faster model)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ import torch
 from ..charset import Charset
 from ..checkpoint import read_checkpoint
 from ..config import ConfigError
-from ..model import ModelConfig
+from ..model import HTRNet, ModelConfig
 from ..runtime import DEFAULT_MODEL
 
 log = logging.getLogger("htrjand")
@@ -61,6 +62,30 @@ class Init:
         """Characters of the initial model the new charset no longer has."""
         kept = set(self.charset.chars)
         return [c for c in self.old.chars if c not in kept]
+
+    def architecture(self, options: dict) -> ModelConfig:
+        """The checkpoint's architecture with `options` (model options the user gave) applied; an
+        option that changes the shape of any weight is a `ConfigError` (the weights would not fit)."""
+        changed = {k: v for k, v in options.items() if getattr(self.model, k) != v}
+        if not changed:
+            return self.model
+        model = replace(self.model, **changed)
+        try:
+            with torch.device("meta"):
+                shapes = {k: v.shape for k, v in HTRNet(model, 2).state_dict().items() if not k.startswith("head.")}
+        except ValueError as err:
+            raise ConfigError(f"--init {self.path}: model options {', '.join(changed)}: {err}") from None
+        ours = {k: v.shape for k, v in self.state_dict.items() if not k.startswith("head.")}
+        misfits = sorted(k for k in shapes.keys() | ours.keys() if shapes.get(k) != ours.get(k))
+        if misfits:
+            raise ConfigError(
+                f"--init {self.path}: model options {', '.join(f'{k}={v}' for k, v in changed.items())} do not "
+                f"fit its weights ({misfits[0]}: {tuple(ours.get(misfits[0], ()))} in the checkpoint, "
+                f"{tuple(shapes.get(misfits[0], ()))} needed); with --init only options that keep every weight's "
+                "shape can change (e.g. light_blocks, dropout, window): drop the others or train from scratch")
+        log.info("fine-tuning with a changed architecture: %s",
+                 ", ".join(f"{k} {getattr(self.model, k)} -> {v}" for k, v in changed.items()))
+        return model
 
     def apply(self, net: torch.nn.Module) -> None:
         """Load the weights into `net` (built for `self.charset`): output rows of characters the old

@@ -174,8 +174,9 @@ def train(cfg: Config) -> dict:
     else:
         charset = Charset.from_texts(s.text for s in train_samples)
     init = Init.load(cfg.train.init, cfg.train.charset_mode, charset) if cfg.train.init and not ckpt else None
-    if init:  # fine-tuning: the checkpoint's architecture, its charset kept/extended/replaced
-        charset, cfg.model, cfg.preset = init.charset, init.model, init.preset or cfg.preset
+    if init:  # fine-tuning: the checkpoint's architecture (with the options given), its charset kept/extended/replaced
+        charset, cfg.preset = init.charset, init.preset or cfg.preset
+        cfg.model = init.architecture({k: getattr(cfg.model, k) for k in cfg.model_given})
     kd = Distillation.setup(cfg, charset, ckpt, resume)  # None unless distilling (docs/distillation.md)
     if kd and (cfg.train.aux_ctc_weight or cfg.train.dataset_head_weight):
         raise ConfigError("the multi-task heads (aux_ctc_weight, dataset_head_weight) are for `train`; "
