@@ -16,10 +16,9 @@ import argparse
 import datetime
 import json
 import sys
-import time
 from pathlib import Path
 
-from machine import cpu_model, write_results  # benchmarks/machine.py
+from machine import cpu_model, speed, write_results  # benchmarks/machine.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,19 +61,6 @@ def student_config(args: argparse.Namespace, output: Path, teacher: str):
         overrides["distill"][key.strip()] = value
     preset_name = _student_preset(args.student_preset, overrides)
     return load_config(args.config, overrides, preset_name, default_preset="student")
-
-
-def speed(recognizers: dict, samples: list, batch_size: int, repeats: int) -> dict[str, float]:
-    """Lines/s of each model: the best of `repeats` passes, models taking turns in each round."""
-    for r in recognizers.values():  # warm-up
-        r.recognize(samples[:batch_size], batch_size=batch_size)
-    best = dict.fromkeys(recognizers, 0.0)
-    for _ in range(max(1, repeats)):
-        for name, r in recognizers.items():
-            started = time.perf_counter()
-            r.recognize(samples, batch_size=batch_size)
-            best[name] = max(best[name], len(samples) / (time.perf_counter() - started))
-    return best
 
 
 def to_markdown(report: dict) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from pathlib import Path
 
 
@@ -22,3 +23,16 @@ def write_results(out: Path, name: str, result: dict, markdown: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / f"{name}.md").write_text(markdown.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def speed(recognizers: dict, samples: list, batch_size: int, repeats: int) -> dict[str, float]:
+    """Lines/s of each model: the best of `repeats` passes, models taking turns in each round."""
+    for r in recognizers.values():  # warm-up
+        r.recognize(samples[:batch_size], batch_size=batch_size)
+    best = dict.fromkeys(recognizers, 0.0)
+    for _ in range(max(1, repeats)):
+        for name, r in recognizers.items():
+            started = time.perf_counter()
+            r.recognize(samples, batch_size=batch_size)
+            best[name] = max(best[name], len(samples) / (time.perf_counter() - started))
+    return best
