@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for item in args.models:
         if "=" not in item:
             p.error(f"{item!r}: give each model as NAME=CKPT")
+    names = [m.split("=", 1)[0] for m in args.models]
+    if len(set(names)) < len(names):
+        p.error(f"each model needs its own NAME (got {', '.join(names)})")
     return args
 
 

@@ -36,3 +36,5 @@ def test_compare_names_a_missing_checkpoint(tmp_path):
     assert done.returncode == 2 and "nope.ckpt" in done.stderr and "Traceback" not in done.stderr
     done = _run(str(DEFAULT_MODEL), "--test", str(EXAMPLES), "--out", str(tmp_path))
     assert done.returncode == 2 and "NAME=CKPT" in done.stderr
+    done = _run(f"a={DEFAULT_MODEL}", f"a={DEFAULT_MODEL}", "--test", str(EXAMPLES), "--out", str(tmp_path))
+    assert done.returncode == 2 and "its own NAME" in done.stderr
