@@ -2,6 +2,8 @@
 a frozen CNN that really stays fixed, and a model that goes on learning."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -10,12 +12,14 @@ from htrjand.checkpoint import CheckpointError, atomic_save, model_checkpoint, r
 from htrjand.cli import main
 from htrjand.config import ConfigError, load_config
 from htrjand.datasets import read_dataset
+from htrjand.images import load_line, normalize_height, pad_batch, to_ink
 from htrjand.metrics import cer
-from htrjand.model import HTRNet
+from htrjand.model import HTRNet, ModelConfig
 from htrjand.recognition import load
 from htrjand.runtime import DEFAULT_MODEL
 from htrjand.training import train
 from htrjand.training.finetune import Init
+from htrjand.training.prune import channel_scores, narrow_state
 
 from conftest import TINY_MODEL
 
@@ -106,6 +110,51 @@ def test_init_with_more_light_blocks_gives_the_faster_network_which_relearns(bas
     assert new["hyper_parameters"]["model"]["light_blocks"] == blocks
     after = cer(truth, [r.text for r in load(out / "last.ckpt").recognize(images)])
     assert converted > 0.3 and after < converted / 3, (converted, after)  # the change matters; training repairs it
+
+
+def test_narrowing_keeps_the_used_channels_and_the_output(rendered):
+    """Channels nothing reads (zeroed weights) score lowest; cutting them leaves the logits unchanged."""
+    torch.manual_seed(0)
+    config = ModelConfig(**{**TINY_MODEL, "channels": (8, 12, 16, 16, 16, 16)})
+    net = HTRNet(config, 20).eval()
+    narrow = (4, 8, 8, 12, 16, 8)
+    with torch.no_grad():
+        for i, (block, width) in enumerate(zip(net.cnn, narrow)):
+            block.norm.running_mean.uniform_(-0.5, 0.5)  # non-trivial statistics, kept per channel
+            block.gated.conv.weight[:, width:] = 0  # inner channels >= width are never read
+            reader = net.cnn[i + 1].conv.weight if i + 1 < len(net.cnn) else None
+            dead = torch.arange(config.channels[i]) % 2 == 1  # every other outer channel is never read
+            dead[: max(0, 2 * width - config.channels[i])] = False
+            if reader is not None:
+                reader[:, dead] = 0
+            else:
+                net.project.weight.view(net.project.weight.shape[0], config.channels[i], -1)[:, dead] = 0
+            block.se.fc1.weight[:, dead] = 0
+    lines = [to_ink(normalize_height(load_line(s.image), 64)) for s in read_dataset(rendered["train"])[:4]]
+    images, widths = (torch.from_numpy(a) for a in pad_batch(lines, 8))
+    scores = channel_scores(net, [(images, widths)])
+    small = HTRNet(replace(config, channels=narrow), 20).eval()
+    small.load_state_dict(narrow_state(net.state_dict(), config, small.config, scores))
+    with torch.no_grad():
+        (before, lengths), (after, lengths_after) = net(images, widths), small(images, widths)
+    assert torch.equal(lengths, lengths_after)
+    assert torch.allclose(before, after, atol=1e-5), (before - after).abs().max()
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+
+
+def test_init_with_narrower_channels_prunes_and_learns_faster_than_from_scratch(base, lines8, tmp_path):
+    samples = read_dataset(lines8)
+    images, truth = [s.image for s in samples], [s.text for s in samples]
+    old = read_checkpoint(base)["hyper_parameters"]["model"]["channels"]
+    narrow = [8, 8, 8, 16, 12, 8]
+    errors = {}
+    for name, init in (("pruned", str(base)), ("scratch", "")):
+        train(_config(lines8, tmp_path / name, model={"channels": narrow}, init=init, epochs=40, val_every=40))
+        errors[name] = cer(truth, [r.text for r in load(tmp_path / name / "last.ckpt").recognize(images)])
+    new = read_checkpoint(tmp_path / "pruned" / "last.ckpt")["hyper_parameters"]
+    assert list(new["model"]["channels"]) == narrow
+    assert new["htrjand"]["init"]["narrowed_channels"] == [list(old), narrow]
+    assert errors["pruned"] < 0.5 and errors["pruned"] < errors["scratch"] / 2, errors  # the kept weights count
 
 
 def test_init_with_options_that_change_weight_shapes_is_a_clear_error(base, lines8, tmp_path):

@@ -1,10 +1,12 @@
 """Fine-tuning: start a run from a trained checkpoint's weights, with its charset kept, extended by
 the new training text's characters, or replaced, optionally with the CNN frozen, and optionally with
-architecture options that keep every weight's shape changed (e.g. more light blocks: a faster model)."""
+architecture options changed: options that keep every weight's shape (e.g. more light blocks) or
+narrower CNN channels (the most used channels are kept: training/prune.py). Both give a faster model."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -14,6 +16,7 @@ from ..checkpoint import read_checkpoint
 from ..config import ConfigError
 from ..model import HTRNet, ModelConfig
 from ..runtime import DEFAULT_MODEL
+from .prune import channel_scores, narrow_state, narrowing, recalibrate_norms
 
 log = logging.getLogger("htrjand")
 MODES = ("extend", "replace", "keep")
@@ -29,6 +32,7 @@ class Init:
     old: Charset
     charset: Charset
     state_dict: dict[str, torch.Tensor]
+    target: ModelConfig | None = field(default=None)  # the architecture trained (set by `architecture`)
 
     @classmethod
     def load(cls, init: str, mode: str, data_charset: Charset) -> "Init":
@@ -64,15 +68,19 @@ class Init:
         return [c for c in self.old.chars if c not in kept]
 
     def architecture(self, options: dict) -> ModelConfig:
-        """The checkpoint's architecture with `options` (model options the user gave) applied; an
-        option that changes the shape of any weight is a `ConfigError` (the weights would not fit)."""
+        """The checkpoint's architecture with `options` (model options the user gave) applied. Options
+        may change what keeps every weight's shape, and narrow the CNN channels (pruning); anything
+        else that changes a weight's shape is a `ConfigError` (the weights would not fit)."""
         changed = {k: v for k, v in options.items() if getattr(self.model, k) != v}
+        model = self.target = replace(self.model, **changed)
         if not changed:
-            return self.model
-        model = replace(self.model, **changed)
+            return model
+        pruned = narrowing(self.model, model)
+        check = replace(model, channels=self.model.channels) if pruned else model
         try:
             with torch.device("meta"):
-                shapes = {k: v.shape for k, v in HTRNet(model, 2).state_dict().items() if not k.startswith("head.")}
+                shapes = {k: v.shape for k, v in HTRNet(check, 2).state_dict().items() if not k.startswith("head.")}
+                HTRNet(model, 2)
         except ValueError as err:
             raise ConfigError(f"--init {self.path}: model options {', '.join(changed)}: {err}") from None
         ours = {k: v.shape for k, v in self.state_dict.items() if not k.startswith("head.")}
@@ -82,16 +90,30 @@ class Init:
                 f"--init {self.path}: model options {', '.join(f'{k}={v}' for k, v in changed.items())} do not "
                 f"fit its weights ({misfits[0]}: {tuple(ours.get(misfits[0], ()))} in the checkpoint, "
                 f"{tuple(shapes.get(misfits[0], ()))} needed); with --init only options that keep every weight's "
-                "shape can change (e.g. light_blocks, dropout, window): drop the others or train from scratch")
-        log.info("fine-tuning with a changed architecture: %s",
-                 ", ".join(f"{k} {getattr(self.model, k)} -> {v}" for k, v in changed.items()))
+                "shape (e.g. light_blocks, dropout, window) and narrower channels (as many blocks, none wider) "
+                "can change: drop the others or train from scratch")
+        log.info("fine-tuning with a changed architecture: %s%s",
+                 ", ".join(f"{k} {getattr(self.model, k)} -> {v}" for k, v in changed.items()),
+                 " (channels narrowed: each block keeps its most used channels)" if pruned else "")
         return model
 
-    def apply(self, net: torch.nn.Module) -> None:
+    @property
+    def prunes(self) -> bool:
+        return self.target is not None and narrowing(self.model, self.target)
+
+    def apply(self, net: torch.nn.Module, probe: Iterable | None = None) -> None:
         """Load the weights into `net` (built for `self.charset`): output rows of characters the old
         model had are copied; new characters start from the mean of the old character rows, so they
-        begin as plausible but undecided outputs rather than random ones."""
+        begin as plausible but undecided outputs rather than random ones. Narrowed channels are
+        chosen by their use on `probe`'s `(images, widths)` batches (needed then)."""
         state = dict(self.state_dict)
+        if self.prunes:
+            if probe is None:
+                raise ValueError("narrowing channels needs probe lines")
+            batches = list(probe)
+            old = HTRNet(self.model, len(self.old) + 1)
+            old.load_state_dict(state)
+            state = narrow_state(state, self.model, self.target, channel_scores(old, batches))
         weight, bias = state.pop("head.weight"), state.pop("head.bias")
         index = {c: i + 1 for i, c in enumerate(self.old.chars)}  # row 0 is the CTC blank
         rows = [0] + [index.get(c, -1) for c in self.charset.chars]
@@ -99,7 +121,11 @@ class Init:
         state["head.weight"] = torch.stack([weight[r] if r >= 0 else mean_w for r in rows])
         state["head.bias"] = torch.stack([bias[r] if r >= 0 else mean_b for r in rows])
         net.load_state_dict(state)
+        if self.prunes:
+            recalibrate_norms(net, batches)
 
     def record(self) -> dict:
         return {"from": str(self.path), "old_charset_size": len(self.old), "added": self.added,
-                "dropped": self.dropped}
+                "dropped": self.dropped,
+                **({"narrowed_channels": [list(self.model.channels), list(self.target.channels)]}
+                   if self.prunes else {})}

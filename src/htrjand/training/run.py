@@ -21,11 +21,12 @@ from ..config import Config, ConfigError, resolve_precision
 from ..charmap import CharMapping, MappingError
 from ..datasets import DatasetSpec, Problems, Sample, read_dataset, read_datasets, spec_of
 from ..model import ModelConfig, count_parameters
-from .data import LineDataModule, cache_lines, prepare_samples
+from .data import LineDataModule, LineDataset, cache_lines, prepare_samples
 from .distill import Distillation
 from .faults import NumericalGuard
 from .finetune import Init
 from .module import HTRModule
+from .prune import probe_batches
 from .throughput import Throughput
 
 log = logging.getLogger("htrjand")
@@ -217,8 +218,9 @@ def train(cfg: Config) -> dict:
                          data=vars(cfg.data).copy(), preset=cfg.preset,
                          htrjand={"training": info, "charset_mapping": mapping.to_dict(),
                                   **({"init": init.record()} if init else {})})
-    if init:
-        init.apply(module.model)
+    if init:  # narrowed channels are chosen on up to 512 (unaugmented) training lines
+        init.apply(module.model, probe_batches(LineDataset(train_set, charset, cfg.model.height, cfg.data.max_width,
+                                                           stride), seed=cfg.train.seed))
     data = LineDataModule(train_set, val_set, charset, cfg.model.height, stride, cfg.data.batch_size,
                           cfg.data.max_batch_pixels, cfg.data.workers, cfg.data.augment, cfg.data.max_width,
                           cfg.train.seed, groups, shares, (cfg.data.curriculum_epochs, cfg.data.curriculum_start),
