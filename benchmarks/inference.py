@@ -139,7 +139,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--student", help="Student checkpoint (or preset:student)")
-    p.add_argument("--teacher", default="preset:teacher", help="Teacher checkpoint (default: preset:teacher)")
+    p.add_argument("--teacher", default="preset:teacher",
+                   help="Teacher checkpoint (default: preset:teacher; none: Student only)")
     p.add_argument("--lines", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=16)
@@ -167,7 +168,8 @@ def main() -> None:
     references = [t for _, t in lines]
     engines = args.engines.split(",")
     rows, student_ckpt = [], None
-    for role, spec in (("student", args.student), ("teacher", args.teacher)):
+    roles = [("student", args.student)] + ([("teacher", args.teacher)] if args.teacher != "none" else [])
+    for role, spec in roles:
         if spec.startswith("preset:"):
             base = student_ckpt or Path(args.student)
             ckpt, trained = untrained_checkpoint(spec.split(":", 1)[1], base, work / f"{role}.ckpt"), False
