@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -38,12 +40,34 @@ def probe_batches(dataset, lines: int = 512, batch_size: int = 32, seed: int = 0
             yield batch["images"], batch["widths"]
 
 
+@contextmanager
+def _evaluating(net: HTRNet) -> Iterator[None]:
+    """`net` in eval mode for the block, its previous mode restored afterwards."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was_training)
+
+
+def _run_cnn(net: HTRNet, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """Run the CNN over `batches` (an empty probe is an error)."""
+    seen = 0
+    for images, widths in batches:
+        net.cnn_features(images, widths)
+        seen += len(images)
+    if not seen:
+        raise ValueError("no lines to measure channel use on")
+
+
 @torch.no_grad()
 def channel_scores(net: HTRNet, batches: Iterable[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, Tensor]]:
     """`(inner, outer)` channel scores of every CNN block of a trained `net` over `batches`."""
     n = len(net.cnn)
     inner = [torch.zeros(b.norm.num_features) for b in net.cnn]
     outer = [torch.zeros(b.norm.num_features) for b in net.cnn]
+
     def add(total: Tensor, x: Tensor) -> None:  # a hook that returns None leaves the forward pass alone
         total.add_(x.abs().sum(dim=(0, 2, 3)))
 
@@ -51,19 +75,12 @@ def channel_scores(net: HTRNet, batches: Iterable[tuple[Tensor, Tensor]]) -> lis
     for i, block in enumerate(net.cnn):
         hooks.append(block.gated.register_forward_pre_hook(lambda _m, args, i=i: add(inner[i], args[0])))
         hooks.append(block.register_forward_hook(lambda _m, _args, out, i=i: add(outer[i], out[0])))
-    was_training = net.training
-    net.eval()
     try:
-        seen = 0
-        for images, widths in batches:
-            net.cnn_features(images, widths)
-            seen += len(images)
-        if not seen:
-            raise ValueError("no lines to measure channel use on")
+        with _evaluating(net):
+            _run_cnn(net, batches)
     finally:
         for h in hooks:
             h.remove()
-        net.train(was_training)
     scores = []
     for i, block in enumerate(net.cnn):
         reads_inner = torch.linalg.vector_norm(block.gated.conv.weight, dim=(0, 2, 3))
@@ -121,17 +138,14 @@ def narrow_state(state: dict[str, Tensor], old: ModelConfig, new: ModelConfig,
 def recalibrate_norms(net: HTRNet, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
     """Re-estimate the CNN's BatchNorm statistics on `batches` (a narrowed block's inputs have moved)."""
     norms = [b.norm for b in net.cnn]
-    was_training = net.training
-    net.eval()
     momenta = [n.momentum for n in norms]
-    for n in norms:
-        n.reset_running_stats()
-        n.momentum = None  # a cumulative average over the batches
-        n.train()
-    try:
-        for images, widths in batches:
-            net.cnn_features(images, widths)
-    finally:
-        for n, m in zip(norms, momenta):
-            n.momentum = m
-        net.train(was_training)
+    with _evaluating(net):
+        for n in norms:
+            n.reset_running_stats()
+            n.momentum = None  # a cumulative average over the batches
+            n.train()
+        try:
+            _run_cnn(net, batches)
+        finally:
+            for n, m in zip(norms, momenta):
+                n.momentum = m
