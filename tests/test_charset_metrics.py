@@ -76,3 +76,30 @@ def test_error_counter_per_dataset():
     assert counter.total.cer == pytest.approx(1 / 14)
     assert counter.total.wer == pytest.approx(1 / 3)
     assert ErrorTotals().cer == 0.0
+
+
+def test_character_errors_split_into_substitutions_deletions_insertions():
+    t = ErrorTotals()
+    t.add("the cat", "tha ct")  # e->a substituted, a deleted
+    t.add("dog", "dogs")  # s inserted
+    assert (t.substitutions, t.deletions, t.insertions) == (1, 1, 1)
+    assert t.char_errors == 3 == t.substitutions + t.deletions + t.insertions
+    assert t.confusions == {("e", "a"): 1, ("a", ""): 1, ("", "s"): 1}
+    t.add("cat", "ct")
+    d = t.as_dict(confusions=1)
+    assert d["confusions"] == [["a", "", 2]] and d["deletions"] == 2
+    assert "confusions" not in t.as_dict()
+
+
+def test_evaluation_report_shows_errors_by_kind_and_top_confusions():
+    from htrjand.evaluation import format_report
+
+    counter = ErrorCounter()
+    counter.add("never", "neer", "hooker")
+    counter.add("rover", "rorer", "hooker")
+    report = {"datasets": {n: t.as_dict(confusions=5) for n, t in counter.per_dataset.items()},
+              "overall": counter.total.as_dict(confusions=5)}
+    header, _, row, total, confusions = format_report(report).splitlines()
+    assert header.split()[-3:] == ["sub", "del", "ins"]
+    assert row.split()[-3:] == ["1", "1", "0"] and total.split()[0] == "all"
+    assert "'v'->'' 1" in confusions and "'v'->'r' 1" in confusions

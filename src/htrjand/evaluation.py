@@ -51,8 +51,8 @@ def _report(recognizer: LineReader, samples: Sequence[Sample], results: Sequence
         lines.append({"image": r.source, "dataset": s.dataset, "group": s.group, "reference": reference,
                       "hypothesis": r.text, "confidence": round(r.confidence, 4), "error": r.error})
     return {
-        "overall": counter.total.as_dict(),
-        "datasets": {name: t.as_dict() for name, t in sorted(counter.per_dataset.items())},
+        "overall": counter.total.as_dict(confusions=CONFUSIONS),
+        "datasets": {name: t.as_dict(confusions=CONFUSIONS) for name, t in sorted(counter.per_dataset.items())},
         "unreadable_images": unreadable,
         "lines_per_second": len(samples) / seconds if seconds > 0 else None,
         "decoder": decoder.name,
@@ -62,16 +62,22 @@ def _report(recognizer: LineReader, samples: Sequence[Sample], results: Sequence
     }
 
 
+CONFUSIONS = 20  # most frequent character errors kept per dataset in a report
+
+
 def format_report(report: dict) -> str:
-    """The report as a terminal table."""
-    rows = [("dataset", "lines", "chars", "CER %", "WER %")]
-    for name, t in report["datasets"].items():
-        rows.append((name, str(t["lines"]), str(t["chars"]), f"{100 * t['cer']:.2f}", f"{100 * t['wer']:.2f}"))
-    t = report["overall"]
-    rows.append(("all", str(t["lines"]), str(t["chars"]), f"{100 * t['cer']:.2f}", f"{100 * t['wer']:.2f}"))
+    """The report as a terminal table: CER/WER and the character errors by kind per dataset, then
+    the most frequent confusions over all datasets."""
+    rows = [("dataset", "lines", "chars", "CER %", "WER %", "sub", "del", "ins")]
+    for name, t in [*report["datasets"].items(), ("all", report["overall"])]:
+        rows.append((name, str(t["lines"]), str(t["chars"]), f"{100 * t['cer']:.2f}", f"{100 * t['wer']:.2f}",
+                     str(t["substitutions"]), str(t["deletions"]), str(t["insertions"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     lines = [fmt(rows[0]), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows[1:]]
+    if report["overall"].get("confusions"):
+        lines.append("most frequent errors (reference -> output, count; '' = missing): " + ", ".join(
+            f"{r!r}->{h!r} {n}" for r, h, n in report["overall"]["confusions"][:10]))
     if report.get("unreadable_images"):
         lines.append(f"{report['unreadable_images']} images could not be read (counted as empty output)")
     if report.get("lines_per_second"):

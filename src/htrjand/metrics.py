@@ -1,8 +1,9 @@
-"""Corpus-level CER and WER (spec 2.8) with rapidfuzz edit distances."""
+"""Corpus-level CER and WER (spec 2.8) with rapidfuzz edit distances, and where the character
+errors come from: substitutions, deletions, insertions and the most frequent confusions."""
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 from rapidfuzz.distance import Levenshtein
 
@@ -24,12 +25,27 @@ class ErrorTotals:
     word_errors: int = 0
     words: int = 0
     lines: int = 0
+    substitutions: int = 0
+    deletions: int = 0  # reference characters the output lacks
+    insertions: int = 0  # output characters the reference lacks
+    confusions: Counter = field(default_factory=Counter)  # (reference char, output char) -> count, "" = none
 
     def add(self, reference: str, hypothesis: str) -> None:
-        ref = normalize_text(reference)
-        self.char_errors += char_errors(ref, hypothesis)
+        ref, hyp = normalize_text(reference), normalize_text(hypothesis)
+        ops = Levenshtein.editops(ref, hyp)
+        self.char_errors += len(ops)
+        for op in ops:
+            if op.tag == "replace":
+                self.substitutions += 1
+                self.confusions[ref[op.src_pos], hyp[op.dest_pos]] += 1
+            elif op.tag == "delete":
+                self.deletions += 1
+                self.confusions[ref[op.src_pos], ""] += 1
+            else:
+                self.insertions += 1
+                self.confusions["", hyp[op.dest_pos]] += 1
         self.chars += len(ref)
-        self.word_errors += word_errors(ref, hypothesis)
+        self.word_errors += word_errors(ref, hyp)
         self.words += len(ref.split())
         self.lines += 1
 
@@ -42,9 +58,15 @@ class ErrorTotals:
     def wer(self) -> float:
         return self.word_errors / max(self.words, 1)
 
-    def as_dict(self) -> dict:
-        return {"cer": self.cer, "wer": self.wer, "lines": self.lines, "chars": self.chars,
-                "char_errors": self.char_errors, "words": self.words, "word_errors": self.word_errors}
+    def as_dict(self, confusions: int = 0) -> dict:
+        """Rates and counts; with `confusions`, also that many most frequent character errors as
+        [reference char, output char, count] ("" for a deleted or inserted character)."""
+        d = {"cer": self.cer, "wer": self.wer, "lines": self.lines, "chars": self.chars,
+             "char_errors": self.char_errors, "words": self.words, "word_errors": self.word_errors,
+             "substitutions": self.substitutions, "deletions": self.deletions, "insertions": self.insertions}
+        if confusions:
+            d["confusions"] = [[r, h, n] for (r, h), n in self.confusions.most_common(confusions)]
+        return d
 
 
 class ErrorCounter:
