@@ -7,13 +7,14 @@ lines the model barely reads (output under `--lost` of the reference length: cli
 lines). For the decision between width strides 8 and 4 (docs/decisions.md).
 
     htrjand evaluate MODEL copiste/val.tsv hooker/val.tsv --json val.json
-    python benchmarks/error_analysis.py val.json [--height 64 --stride 8] [--lost 0.4] \\
+    python benchmarks/error_analysis.py val.json [--height 64 --stride 8] [--lost 0.4] [--root .] \\
         [--name error-analysis] [--out benchmarks/results]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,16 +43,21 @@ def rates(rows: list[dict]) -> dict:
             "CER %": round(100 * sum(r["errors"] for r in rows) / chars, 2)}
 
 
-def analyse(report: dict, height: int, stride: int, lost: float) -> dict:
+def analyse(report: dict, height: int, stride: int, lost: float, root: Path = Path(".")) -> tuple[dict, int]:
+    """The analysis per dataset, and how many lines were left out for want of their image file."""
     datasets: dict[str, list[dict]] = {}
+    missing = 0
     for line in report["lines"]:
-        reference = normalize_text(line["reference"])
-        if not reference or not Path(line["image"]).is_file():
-            continue  # page crops and empty references have no frames-per-character figure
+        reference, image = normalize_text(line["reference"]), root / line["image"]
+        if not reference:
+            continue  # no frames-per-character figure for an empty reference
+        if not image.is_file():  # a page crop, or a path relative to another directory
+            missing += 1
+            continue
         counts = line_errors(reference, line["hypothesis"])
         datasets.setdefault(line["dataset"], []).append({
             **counts, "errors": sum(counts.values()), "chars": len(reference),
-            "frames_per_char": image_width(Path(line["image"]), height) / stride / len(reference),
+            "frames_per_char": image_width(image, height) / stride / len(reference),
             "lost": len(normalize_text(line["hypothesis"])) < lost * len(reference)})
     result = {}
     for name, rows in sorted(datasets.items()):
@@ -67,7 +73,7 @@ def analyse(report: dict, height: int, stride: int, lost: float) -> dict:
                         "lost_lines": len(lost_rows),
                         "lost_share_of_errors %": round(100 * sum(r["errors"] for r in lost_rows) / errors, 1),
                         "CER % without lost lines": rates([r for r in rows if not r["lost"]])["CER %"]}
-    return result
+    return result, missing
 
 
 def markdown(result: dict, source: str, height: int, stride: int, lost: float) -> str:
@@ -91,6 +97,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=64, help="the model's input height")
     parser.add_argument("--stride", type=int, default=8, help="the model's width stride (pixels per CTC frame)")
     parser.add_argument("--lost", type=float, default=0.4, help="output/reference length ratio under which a line is lost")
+    parser.add_argument("--root", type=Path, default=Path("."),
+                        help="directory the report's relative image paths start from (where evaluate ran)")
     parser.add_argument("--name", default="error-analysis")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -99,11 +107,20 @@ def main() -> None:
         report["lines"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         parser.error(f"{args.report}: not an `htrjand evaluate --json` report ({e})")
-    result = analyse(report, args.height, args.stride, args.lost)
-    text = markdown(result, args.report.name, args.height, args.stride, args.lost)
+    result, missing = analyse(report, args.height, args.stride, args.lost, args.root)
+    if not result:
+        parser.error(f"{args.report}: none of its {len(report['lines'])} lines has an image file under "
+                     f"{args.root.resolve()} (give --root, the directory `htrjand evaluate` ran in)")
+    if missing:
+        print(f"warning: {missing} lines left out, their image files are not under {args.root.resolve()}",
+              file=sys.stderr)
+    command = "python benchmarks/error_analysis.py " + " ".join(sys.argv[1:])
+    text = markdown(result, args.report.name, args.height, args.stride, args.lost) + (
+        f"\n\nModel: `{Path(report.get('model', {}).get('path', '')).name}` ({report.get('decoder', '')}) on "
+        f"{', '.join(sorted(result))}. Command: `{command}`")
     write_results(args.out, args.name, {"report": str(args.report), "model": report.get("model"),
                                         "height": args.height, "stride": args.stride, "lost": args.lost,
-                                        "datasets": result}, text)
+                                        "datasets": result, "command": command}, text)
     print(text)
 
 

@@ -34,6 +34,18 @@ def test_error_analysis_splits_errors_by_kind_density_and_lost_lines(tmp_path):
     assert d["CER % without lost lines"] == 10.0
     assert "| d | all | 4 | 27.5 |" in (tmp_path / "ea.md").read_text()
 
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for line in lines:
+        line["image"] = Path(line["image"]).name  # relative to tmp_path, where evaluate would have run
+    report.write_text(json.dumps({"lines": lines, "model": {}}))
+    done = subprocess.run([sys.executable, str(SCRIPT), str(report), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=elsewhere)
+    assert done.returncode == 2 and "none of its 4 lines has an image file" in done.stderr
+    done = subprocess.run([sys.executable, str(SCRIPT), str(report), "--out", str(tmp_path), "--name", "rel",
+                           "--root", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=elsewhere)
+    assert done.returncode == 0 and json.loads((tmp_path / "rel.json").read_text())["datasets"]["d"]["all"]["lines"] == 4
+
     report.write_text("{}")
     done = subprocess.run([sys.executable, str(SCRIPT), str(report), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
