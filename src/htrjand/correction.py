@@ -447,8 +447,7 @@ def _totals(lines: list[dict], key: str) -> dict:
     counter = ErrorCounter()
     for line in lines:
         counter.add(line["reference"], line[key], line["dataset"])
-    return {"overall": counter.total.as_dict(),
-            "datasets": {n: t.as_dict() for n, t in sorted(counter.per_dataset.items())}}
+    return counter.as_dict()
 
 
 def correct_report(corrector: Corrector, report: dict | list, *, charset: Sequence[str] | None = None,

@@ -51,8 +51,7 @@ def _report(recognizer: LineReader, samples: Sequence[Sample], results: Sequence
         lines.append({"image": r.source, "dataset": s.dataset, "group": s.group, "reference": reference,
                       "hypothesis": r.text, "confidence": round(r.confidence, 4), "error": r.error})
     return {
-        "overall": counter.total.as_dict(confusions=CONFUSIONS),
-        "datasets": {name: t.as_dict(confusions=CONFUSIONS) for name, t in sorted(counter.per_dataset.items())},
+        **counter.as_dict(),
         "unreadable_images": unreadable,
         "lines_per_second": len(samples) / seconds if seconds > 0 else None,
         "decoder": decoder.name,
@@ -60,9 +59,6 @@ def _report(recognizer: LineReader, samples: Sequence[Sample], results: Sequence
                   "parameters": recognizer.parameters},
         "lines": lines,
     }
-
-
-CONFUSIONS = 20  # most frequent character errors kept per dataset in a report
 
 
 def format_report(report: dict) -> str:

@@ -10,6 +10,9 @@ from rapidfuzz.distance import Levenshtein
 from .charset import normalize_text
 
 
+CONFUSIONS = 20  # most frequent character errors kept per dataset in a report
+
+
 def char_errors(reference: str, hypothesis: str) -> int:
     return Levenshtein.distance(normalize_text(reference), normalize_text(hypothesis))
 
@@ -80,6 +83,11 @@ class ErrorCounter:
         self.total.add(reference, hypothesis)
         if dataset:
             self.per_dataset[dataset].add(reference, hypothesis)
+
+    def as_dict(self, confusions: int = CONFUSIONS) -> dict:
+        """A report's `overall` and `datasets` sections, each with its most frequent confusions."""
+        return {"overall": self.total.as_dict(confusions),
+                "datasets": {name: t.as_dict(confusions) for name, t in sorted(self.per_dataset.items())}}
 
 
 def corpus_totals(references: list[str], hypotheses: list[str]) -> ErrorTotals:
