@@ -18,28 +18,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from rapidfuzz.distance import Levenshtein
 
 from htrjand.charset import normalize_text
 from htrjand.images import image_width
+from htrjand.metrics import ErrorTotals
 
 from machine import write_results  # benchmarks/machine.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
-KINDS = {"replace": "sub", "delete": "del", "insert": "ins"}
-
-
-def line_errors(reference: str, hypothesis: str) -> dict[str, int]:
-    counts = dict.fromkeys(KINDS.values(), 0)
-    for op in Levenshtein.editops(normalize_text(reference), normalize_text(hypothesis)):
-        counts[KINDS[op.tag]] += 1
-    return counts
+KINDS = ("sub", "del", "ins")
 
 
 def rates(rows: list[dict]) -> dict:
     chars = max(sum(r["chars"] for r in rows), 1)
     return {"lines": len(rows), "chars": chars,
-            **{f"{k} %": round(100 * sum(r[k] for r in rows) / chars, 2) for k in KINDS.values()},
+            **{f"{k} %": round(100 * sum(r[k] for r in rows) / chars, 2) for k in KINDS},
             "CER %": round(100 * sum(r["errors"] for r in rows) / chars, 2)}
 
 
@@ -54,9 +47,10 @@ def analyse(report: dict, height: int, stride: int, lost: float, root: Path = Pa
         if not image.is_file():  # a page crop, or a path relative to another directory
             missing += 1
             continue
-        counts = line_errors(reference, line["hypothesis"])
+        t = ErrorTotals()
+        t.add(reference, line["hypothesis"])
         datasets.setdefault(line["dataset"], []).append({
-            **counts, "errors": sum(counts.values()), "chars": len(reference),
+            "sub": t.substitutions, "del": t.deletions, "ins": t.insertions, "errors": t.char_errors, "chars": t.chars,
             "frames_per_char": image_width(image, height) / stride / len(reference),
             "lost": len(normalize_text(line["hypothesis"])) < lost * len(reference)})
     result = {}
