@@ -17,14 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-from htrjand.checkpoint import atomic_save, read_checkpoint
+from htrjand.checkpoint import slim_checkpoint
 from htrjand.datasets import Problems, read_datasets, spec_of
 from htrjand.evaluation import evaluate
 from htrjand.model import count_parameters
 from htrjand.recognition import Recognizer
 from htrjand.runtime import DEFAULT_MODEL
 
-KEEP = ("epoch", "global_step", "state_dict", "hyper_parameters", "pytorch-lightning_version", "metrics")
 MAX_PARAMETERS = 750_000
 CARD = DEFAULT_MODEL.with_suffix(".json")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "lines.tsv"
@@ -70,7 +69,6 @@ def main() -> None:
     parser.add_argument("--trained", nargs="*", default=[], metavar="KEY=VALUE",
                         help="entries of the card's 'trained' section (hardware, command, epochs, ...)")
     args = parser.parse_args()
-    ckpt = read_checkpoint(args.checkpoint)
     reader = Recognizer.from_checkpoint(args.checkpoint)
     params = count_parameters(reader.model)
     if params > MAX_PARAMETERS:
@@ -82,7 +80,7 @@ def main() -> None:
         old = test_cer(DEFAULT_MODEL, samples)
         if new >= old:
             sys.exit(f"not bundled: test CER {100 * new:.2f}% is not lower than the bundled model's {100 * old:.2f}%")
-    atomic_save({k: ckpt[k] for k in KEEP if k in ckpt}, DEFAULT_MODEL)
+    slim_checkpoint(args.checkpoint, DEFAULT_MODEL, digest=False)
     card = json.loads(CARD.read_text(encoding="utf-8")) if CARD.is_file() else {"model": DEFAULT_MODEL.name}
     card.update(parameters=params, input_height=reader.height, charset_size=len(reader.charset),
                 **figures(reader, samples, report))  # the bundled file holds the same weights

@@ -199,8 +199,10 @@ def update_metadata(src: str | Path, updates: dict, dst: str | Path | None = Non
     return backup
 
 
-def slim_checkpoint(src: str | Path, dst: str | Path) -> None:
+SLIM_KEYS = ("state_dict", "hyper_parameters", "metrics", "epoch", "global_step", "pytorch-lightning_version")
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path, digest: bool = True) -> None:
     """Copy of a checkpoint without optimiser and loop state: for distribution, not for resuming."""
     ckpt = read_checkpoint(src)
-    keep = ("state_dict", "hyper_parameters", "metrics", "epoch", "global_step", "pytorch-lightning_version")
-    atomic_save({k: ckpt[k] for k in keep if k in ckpt}, dst, digest=True)
+    atomic_save({k: ckpt[k] for k in SLIM_KEYS if k in ckpt}, dst, digest=digest)
