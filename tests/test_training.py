@@ -276,3 +276,26 @@ def test_bf16_mixed_precision_learns_on_cpu_like_full_precision(rendered, tmp_pa
     assert all(abs(h - f) < 0.03 * f for f, h in zip(full, half)), (full, half)  # ... epoch by epoch as in float32
     assert all(w.dtype == torch.float32 for w in _weights(tmp_path / "bf16-mixed" / "best.ckpt").values()
                if w.is_floating_point())
+
+
+def test_cpu_bf16_support_is_read_from_cpuinfo_and_emulated_bf16_is_warned_about(tmp_path, monkeypatch, caplog):
+    """bf16 on a CPU without native bfloat16 is emulated and trains slower than float32 (docs/decisions.md):
+    asking for it there warns; a CPU with AVX512-BF16 (or Arm BF16) and GPUs do not."""
+    from htrjand import config
+
+    x86, arm = tmp_path / "x86", tmp_path / "arm"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n\nflags\t\t: fpu avx512f\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    assert config.cpu_has_native_bf16(x86) is False
+    assert config.cpu_has_native_bf16(arm) is True
+    assert config.cpu_has_native_bf16(tmp_path / "missing") is None
+    x86.write_text(x86.read_text().replace("avx512bw", "avx512bw avx512_bf16"))
+    assert config.cpu_has_native_bf16(x86) is True
+
+    for native, warned in ((False, True), (True, False), (None, False)):
+        monkeypatch.setattr(config, "cpu_has_native_bf16", lambda native=native: native)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="htrjand"):
+            assert config.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+            assert config.resolve_precision("32", "cpu") == "32"
+        assert any("without native bfloat16" in r.getMessage() for r in caplog.records) is warned, native
