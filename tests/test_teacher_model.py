@@ -18,6 +18,11 @@ def teacher():
     return htrjand.load(TEACHER)
 
 
+@pytest.fixture(scope="module")
+def student():
+    return htrjand.load()
+
+
 def test_teacher_is_a_weights_only_teacher_preset(teacher):
     assert teacher.meta["preset"] == "teacher"
     assert 1_400_000 < teacher.parameters < 1_600_000
@@ -25,10 +30,10 @@ def test_teacher_is_a_weights_only_teacher_preset(teacher):
 
 
 @pytest.mark.parametrize("dataset", ["copiste", "hooker"])
-def test_teacher_reads_real_test_lines_better_than_the_bundled_student(teacher, shared_data, dataset):
+def test_teacher_reads_real_test_lines_better_than_the_bundled_student(teacher, student, shared_data, dataset):
     samples = read_datasets([spec_of(str(shared_data / dataset / "test.tsv"))], Problems())[:100]
     cer = {name: evaluate(model, samples, batch_size=16)["overall"]["cer"]
-           for name, model in (("teacher", teacher), ("student", htrjand.load()))}
+           for name, model in (("teacher", teacher), ("student", student))}
     assert cer["teacher"] < cer["student"], cer
 
 

@@ -298,4 +298,5 @@ def test_cpu_bf16_support_is_read_from_cpuinfo_and_emulated_bf16_is_warned_about
         with caplog.at_level("WARNING", logger="htrjand"):
             assert config.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
             assert config.resolve_precision("32", "cpu") == "32"
+            assert config.resolve_precision("bf16-mixed", "gpu") == "bf16-mixed"  # a GPU's own bf16
         assert any("without native bfloat16" in r.getMessage() for r in caplog.records) is warned, native

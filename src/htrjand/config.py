@@ -20,6 +20,7 @@ from .model import ModelConfig, preset
 
 log = logging.getLogger("htrjand")
 
+
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
     """Whether the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX, Arm BF16); None where unknown."""
     try:
