@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "lines.tsv"  # the README's example lines
 
 TINY_MODEL = {"channels": [8, 12, 16, 16, 16, 16], "d_model": 32, "heads": 2, "blocks": 1,
               "dropout": 0.0, "cnn_dropout": 0.0}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +12,8 @@ import htrjand
 from htrjand.datasets import Problems, read_datasets, spec_of
 from htrjand.evaluation import evaluate
 from htrjand.runtime import DEFAULT_MODEL
+
+from conftest import EXAMPLES
 
 CARD = json.loads((DEFAULT_MODEL.parent / "student.json").read_text(encoding="utf-8"))
 
@@ -37,8 +38,7 @@ def test_bundled_model_reads_real_test_lines_as_its_card_says(bundled, shared_da
 
 
 def test_bundled_model_reads_the_shipped_examples(bundled):
-    examples = Path(__file__).resolve().parents[1] / "examples" / "lines.tsv"
-    cer = evaluate(bundled, read_datasets([spec_of(str(examples))], Problems()), batch_size=16)["overall"]["cer"]
+    cer = evaluate(bundled, read_datasets([spec_of(str(EXAMPLES))], Problems()), batch_size=16)["overall"]["cer"]
     assert cer <= CARD["examples"]["cer"] + 0.005, cer
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from htrjand.runtime import DEFAULT_MODEL
 
+from conftest import EXAMPLES
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "compare.py"
-EXAMPLES = ROOT / "examples" / "lines.tsv"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -10,6 +10,8 @@ import htrjand
 from htrjand.datasets import Problems, read_datasets, spec_of
 from htrjand.evaluation import evaluate
 
+from conftest import EXAMPLES
+
 TEACHER = Path(__file__).resolve().parents[1] / "models" / "teacher.ckpt"
 
 
@@ -38,6 +40,5 @@ def test_teacher_reads_real_test_lines_better_than_the_bundled_student(teacher, 
 
 
 def test_teacher_reads_the_shipped_examples(teacher):
-    examples = Path(__file__).resolve().parents[1] / "examples" / "lines.tsv"
-    cer = evaluate(teacher, read_datasets([spec_of(str(examples))], Problems()), batch_size=16)["overall"]["cer"]
+    cer = evaluate(teacher, read_datasets([spec_of(str(EXAMPLES))], Problems()), batch_size=16)["overall"]["cer"]
     assert cer < 0.10, cer
