@@ -300,3 +300,14 @@ def test_cpu_bf16_support_is_read_from_cpuinfo_and_emulated_bf16_is_warned_about
             assert config.resolve_precision("32", "cpu") == "32"
             assert config.resolve_precision("bf16-mixed", "gpu") == "bf16-mixed"  # a GPU's own bf16
         assert any("without native bfloat16" in r.getMessage() for r in caplog.records) is warned, native
+
+
+def test_a_time_limit_ends_the_cosine_and_keeps_the_stopping_step(rendered, tmp_path):
+    """`train.max_time` stops a run long before its steps run out: the cosine follows the time spent (the
+    LR ends at its floor, not near its peak) and last.ckpt holds the step where it stopped, to resume from."""
+    summary = train(_config(rendered, tmp_path / "run", epochs=1000, max_steps=100_000, lr=1e-2, max_time="4",
+                            checkpoint_every=100_000))
+    checkpoint = read_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert 2 < checkpoint["global_step"] == summary["steps"] < 100_000
+    (scheduler,) = checkpoint["lr_schedulers"]
+    assert scheduler["_last_lr"][0] < 0.05 * 1e-2, scheduler["_last_lr"]

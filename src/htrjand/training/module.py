@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 
 from .. import __version__
 from ..charset import Charset
@@ -25,6 +26,22 @@ def ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
     log_probs = logits.float().log_softmax(-1).transpose(0, 1)
     return F.ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="none",
                       zero_infinity=True) / target_lengths.clamp_min(1)
+
+
+def cosine_factor(progress: float) -> float:
+    """The cosine schedule's LR multiplier: 1 at progress 0, 0.02 from progress 1 on."""
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def time_spent(timer: Timer | None) -> float:
+    """Share of the wall-time limit (`train.max_time`, Lightning's Timer, kept across resumes) used so
+    far; 0 without a limit. The cosine follows whichever runs out first, steps or time, so that a run
+    stopped by its time limit (a slower machine, a busy CPU, a wrong speed guess) ends at a low LR."""
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is None:
+        return 0.0
+    elapsed = timer.time_elapsed()
+    return elapsed / max(elapsed + remaining, 1e-9)
 
 
 class HTRModule(L.LightningModule):
@@ -156,14 +173,14 @@ class HTRModule(L.LightningModule):
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": plateau, "monitor": "val_cer", "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
             if schedule == "constant":
                 return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+            return cosine_factor(max((step - warmup) / max(1, total - warmup), time_spent(timer)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

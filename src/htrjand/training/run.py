@@ -329,18 +329,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class _LastCheckpoint(L.Callback):
-    """Writes OUTPUT/last.ckpt every N steps and at every epoch end, for `--resume`."""
+    """Writes OUTPUT/last.ckpt every N steps, at every epoch end and where training stops (a time
+    limit part-way through an epoch included), for `--resume`."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every = path, max(1, every)
+        self.saved_step = -1
+
+    def _save(self, trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self.saved_step = trainer.global_step
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.saved_step = trainer.global_step  # a resumed run's checkpoint already holds this step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # the epoch-end checkpoint follows, with the epoch's validation in it
         if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # only a finished epoch: a run stopped part-way (max_steps, max_time) keeps its last step checkpoint
+        # only a finished epoch: a run stopped part-way (max_steps, max_time) is saved by on_train_end
         if trainer.fit_loop.epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self.saved_step:
+            self._save(trainer)
