@@ -177,7 +177,8 @@ def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
 
 
 def test_ddp_on_two_cpu_processes(rendered, tmp_path):
-    """`--devices 2 --strategy ddp` passes straight to Lightning: two gloo ranks share the batches."""
+    """`--devices 2 --strategy ddp` passes straight to Lightning: two gloo ranks share the batches (and,
+    with a time limit, rank 0's clock for the cosine)."""
     import subprocess
     import sys
 
@@ -185,7 +186,8 @@ def test_ddp_on_two_cpu_processes(rendered, tmp_path):
     cmd = [sys.executable, "-m", "htrjand", "train", "--preset", "student", "--train", str(rendered["train"]),
            "--val", str(rendered["val"]), "--output", str(out), "--epochs", "1", "--batch-size", "16",
            "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--workers", "0", "--progress", "false",
-           "--channels", "[8,12,16,16,16,16]", "--d-model", "32", "--heads", "2"]
+           "--channels", "[8,12,16,16,16,16]", "--d-model", "32", "--heads", "2", "--max-time", "3600",
+           "--warmup-steps", "0"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())

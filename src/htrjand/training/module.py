@@ -174,13 +174,16 @@ class HTRModule(L.LightningModule):
                     "lr_scheduler": {"scheduler": plateau, "monitor": "val_cer", "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        limited = timer is not None and timer.time_remaining() is not None
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
             if schedule == "constant":
                 return 1.0
-            return cosine_factor(max((step - warmup) / max(1, total - warmup), time_spent(timer)))
+            # rank 0's clock on every rank, so that DDP replicas keep one learning rate
+            spent = float(self.trainer.strategy.broadcast(time_spent(timer))) if limited else 0.0
+            return cosine_factor(max((step - warmup) / max(1, total - warmup), spent))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
