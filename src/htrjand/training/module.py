@@ -33,15 +33,12 @@ def cosine_factor(progress: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def time_spent(timer: Timer | None) -> float:
+def time_spent(timer: Timer) -> float:
     """Share of the wall-time limit (`train.max_time`, Lightning's Timer, kept across resumes) used so
-    far; 0 without a limit. The cosine follows whichever runs out first, steps or time, so that a run
-    stopped by its time limit (a slower machine, a busy CPU, a wrong speed guess) ends at a low LR."""
-    remaining = timer.time_remaining() if timer is not None else None
-    if remaining is None:
-        return 0.0
+    far. The cosine follows whichever runs out first, steps or time, so that a run stopped by its time
+    limit (a slower machine, a busy CPU, a wrong speed guess) ends at a low LR."""
     elapsed = timer.time_elapsed()
-    return elapsed / max(elapsed + remaining, 1e-9)
+    return elapsed / max(elapsed + timer.time_remaining(), 1e-9)
 
 
 class HTRModule(L.LightningModule):
@@ -173,8 +170,8 @@ class HTRModule(L.LightningModule):
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": plateau, "monitor": "val_cer", "interval": "epoch"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
-        limited = timer is not None and timer.time_remaining() is not None
+        timer = next((c for c in self.trainer.callbacks  # only with a time limit
+                      if isinstance(c, Timer) and c.time_remaining() is not None), None)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -182,7 +179,7 @@ class HTRModule(L.LightningModule):
             if schedule == "constant":
                 return 1.0
             # rank 0's clock on every rank, so that DDP replicas keep one learning rate
-            spent = float(self.trainer.strategy.broadcast(time_spent(timer))) if limited else 0.0
+            spent = float(self.trainer.strategy.broadcast(time_spent(timer))) if timer else 0.0
             return cosine_factor(max((step - warmup) / max(1, total - warmup), spent))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
