@@ -1,5 +1,6 @@
 """Knowledge distillation (spec 2.5): the KD loss, the curriculum, Teacher checks, the Lightning
 run (accuracy, checkpoint record, exact resume), the CLI and the benchmark script."""
+import csv
 import json
 import re
 import shutil
@@ -307,6 +308,23 @@ def test_nan_teacher_is_refused_before_training(teacher, lines8, tmp_path):
     with pytest.raises(CheckpointError, match=r"nanout.ckpt: the Teacher's outputs contain NaN.*first training batch"):
         train(_config(lines8, tmp_path / "b", STUDENT, distill={"teacher": str(bad)}))
     assert not (tmp_path / "a" / "last.ckpt").exists() and not (tmp_path / "b" / "last.ckpt").exists()
+
+
+def test_a_time_limit_ends_the_distillation_curriculum(teacher, lines8, tmp_path):
+    """A distillation stopped by `train.max_time` long before its steps run out still walks a(t) from
+    alpha_start to alpha_end: the weight follows the time spent, as the cosine LR does (a GPU run sized in
+    time with a generous step limit used to end at alpha_start, almost without the Teacher)."""
+    path, _ = teacher
+    cfg = _config(lines8, tmp_path / "kd", STUDENT, distill={"teacher": str(path), "alpha_start": 0.9,
+                                                             "alpha_end": 0.1},
+                  epochs=100_000, max_steps=100_000, max_time="4", val_every=100_000, checkpoint_every=100_000)
+    cfg.data.batch_size = 4
+    summary = train(cfg)
+    assert 10 < summary["steps"] < 100_000
+    rows = [r for r in csv.DictReader(open(next((tmp_path / "kd" / "logs").glob("*/metrics.csv"))))
+            if r.get("kd_alpha")]
+    alphas = [float(r["kd_alpha"]) for r in rows]
+    assert alphas == sorted(alphas, reverse=True) and alphas[-1] < 0.3, alphas  # by steps alone: 0.9 throughout
 
 
 def test_unlabelled_lines_and_exact_resume(teacher, lines8, rendered, tmp_path):

@@ -86,7 +86,7 @@ class TrainConfig:
     epochs: int = field(default=100, metadata={"help": "maximum epochs"})
     max_time: str = field(default="", metadata={
         "help": "stop after this wall time, DD:HH:MM:SS or seconds (empty = no limit); the cosine schedule "
-                "ends with it when it comes before max_steps / epochs"})
+                "and the distillation weight a(t) end with it when it comes before max_steps / epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimiser steps (-1 = no limit)"})
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})

@@ -25,7 +25,7 @@ from ..config import Config, ConfigError, DistillConfig
 from ..datasets import DatasetSpec, Problems, Sample, detect_format, read_dataset, spec_of
 from ..datasets.folder import IMAGE_SUFFIXES
 from ..model import HTRNet, ModelConfig, count_parameters
-from .module import HTRModule, ctc_loss
+from .module import HTRModule, ctc_loss, time_limit
 
 log = logging.getLogger("htrjand")
 
@@ -306,7 +306,6 @@ class DistillModule(HTRModule):
         self.register_buffer("columns", torch.empty(0, dtype=torch.long), persistent=False)
         self.register_buffer("unlabelled", torch.empty(0, dtype=torch.bool), persistent=False)
         object.__setattr__(self, "teacher", None)
-        self._total_steps = 0
 
     def attach(self, teacher: HTRNet, columns: Tensor | None = None, unlabelled: Tensor | None = None) -> None:
         """Give the module its Teacher, the Teacher column per Student class and the unlabelled mask
@@ -319,18 +318,16 @@ class DistillModule(HTRModule):
         if self.teacher is None:
             raise RuntimeError("DistillModule has no Teacher: call attach() before fitting")
         self.teacher.to(device=self.device, dtype=next(self.model.parameters()).dtype)
-        total = self.trainer.estimated_stepping_batches
-        self._total_steps = int(total) if math.isfinite(total) else 0
-        if not self._total_steps:
-            log.warning("training length unknown (no epoch or step limit): a(t) stays at alpha_start")
+        if not math.isfinite(self.trainer.estimated_stepping_batches) and time_limit(self.trainer) is None:
+            log.warning("training length unknown (no epoch, step or time limit): a(t) stays at alpha_start")
 
     def on_train_epoch_start(self) -> None:
         self.teacher.eval()
 
     def alpha(self) -> float:
         s = self.settings
-        progress = self.global_step / self._total_steps if self._total_steps else 0.0
-        return alpha_at(progress, s.alpha_start, s.alpha_end, s.alpha_schedule, s.alpha_stages)
+        return alpha_at(self.training_progress(self.global_step), s.alpha_start, s.alpha_end, s.alpha_schedule,
+                        s.alpha_stages)
 
     def training_step(self, batch, batch_idx):
         self.unreadable += batch["unreadable"]

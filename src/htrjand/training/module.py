@@ -33,10 +33,13 @@ def cosine_factor(progress: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def time_limit(trainer: L.Trainer) -> Timer | None:
+    """Lightning's Timer when the run has a time limit (`train.max_time`), else None."""
+    return next((c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
+
+
 def time_spent(timer: Timer) -> float:
-    """Share of the wall-time limit (`train.max_time`, Lightning's Timer, kept across resumes) used so
-    far. The cosine follows whichever runs out first, steps or time, so that a run stopped by its time
-    limit (a slower machine, a busy CPU, a wrong speed guess) ends at a low LR."""
+    """Share of the wall-time limit (`train.max_time`, Lightning's Timer, kept across resumes) used so far."""
     elapsed = timer.time_elapsed()
     return elapsed / max(elapsed + timer.time_remaining(), 1e-9)
 
@@ -81,6 +84,8 @@ class HTRModule(L.LightningModule):
 
     # ---- training -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        self._limits: tuple[int, Timer | None] | None = None  # step budget and time limit of this fit
+        self._time_share = (-1, 0.0)  # (global step, share of the time limit used) cache
         # DDP: BatchNorm statistics over the global batch, so that R ranks x batch B train as one
         # process with batch R*B does (docs/reliability.md)
         sync = self.trainer.world_size > 1 and self.train_options.get("sync_batchnorm", True)
@@ -169,21 +174,33 @@ class HTRModule(L.LightningModule):
                 optimizer, mode="min", factor=0.5, patience=opt.get("plateau_patience", 3))
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": plateau, "monitor": "val_cer", "interval": "epoch"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        timer = next((c for c in self.trainer.callbacks  # only with a time limit
-                      if isinstance(c, Timer) and c.time_remaining() is not None), None)
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
             if schedule == "constant":
                 return 1.0
-            # rank 0's clock on every rank, so that DDP replicas keep one learning rate
-            spent = float(self.trainer.strategy.broadcast(time_spent(timer))) if timer else 0.0
-            return cosine_factor(max((step - warmup) / max(1, total - warmup), spent))
+            return cosine_factor(self.training_progress(step, start=warmup))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def training_progress(self, step: int, start: int = 0) -> float:
+        """Share of training done at `step`, counted from step `start`: the steps done of the step budget
+        or the share of the time limit (`train.max_time`) used, whichever is larger. The cosine LR and the
+        distillation weight a(t) follow it, so that a run stopped by its time limit (a slower machine, a
+        busy CPU, a wrong speed guess) ends both where a run of its full length would."""
+        if self._limits is None:
+            total = self.trainer.estimated_stepping_batches
+            self._limits = (int(total) if math.isfinite(total) else 0, time_limit(self.trainer))
+        total, timer = self._limits
+        steps = (step - start) / max(1, total - start) if total else 0.0
+        if timer is None:
+            return steps
+        if self._time_share[0] != self.global_step:  # once per step: rank 0's clock on every rank,
+            spent = float(self.trainer.strategy.broadcast(time_spent(timer)))  # so DDP replicas agree
+            self._time_share = (self.global_step, spent)
+        return max(steps, self._time_share[1])
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         # linear warm-up for the plateau schedule (the cosine schedule has it built in)
