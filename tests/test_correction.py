@@ -16,7 +16,9 @@ pytest.importorskip("transformers")
 from htrjand.cli import main  # noqa: E402
 from htrjand.correction import (ByteTokenizer, CorrectionError, Corrector, Gate, correct_report,  # noqa: E402
                                 model_input, neighbours, page_key, report_lines)
-from htrjand.training.corrector import NoiseModel, TrainSettings, edit_blocks, train_corrector  # noqa: E402
+from htrjand.config import ConfigError  # noqa: E402
+from htrjand.training.corrector import (STATE_FILE, NoiseModel, TrainSettings, edit_blocks,  # noqa: E402
+                                      train_corrector)
 
 WORDS = "the old moment summer memory".split()
 TINY = {"d_model": 32, "heads": 4, "d_ff": 64, "layers": 2, "dropout": 0.0, "device": "cpu"}
@@ -270,6 +272,25 @@ def test_resume_continues_exactly(tmp_path):
     a = Corrector.load(tmp_path / "straight").model.state_dict()
     b = Corrector.load(tmp_path / "resumed").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_time_limit_ends_training_and_its_lr_decay_and_carries_over_a_resume(tmp_path):
+    """`max_time` stops a run sized for far more steps, with the learning rate decayed to its floor; the
+    time spent is kept in the state, so a resume with a longer limit trains only for the difference."""
+    report, corpus = write_toy_data(tmp_path, pages=6, corpus_lines=20)
+    common = dict(reports=[str(report)], corpora=[str(corpus)], steps=1_000_000, save_every=1000, max_pair_cer=1.0,
+                  lr=1e-3, **MICRO)
+    first = train_corrector(TrainSettings(output=str(tmp_path / "c"), max_time="2", **common))
+    state = torch.load(tmp_path / "c" / STATE_FILE, weights_only=True)
+    assert 5 < first["steps"] == state["step"] < 1_000_000
+    assert state["scheduler"]["_last_lr"][0] < 0.2 * 1e-3  # decayed with the time (by steps: still at 1e-3)
+    assert 2 <= state["seconds"] < 10
+    resumed = train_corrector(TrainSettings(output=str(tmp_path / "c"), max_time="4", resume=True, **common))
+    seconds = torch.load(tmp_path / "c" / STATE_FILE, weights_only=True)["seconds"]
+    assert first["steps"] < resumed["steps"] and 4 <= seconds < state["seconds"] + 10
+    assert json.loads((tmp_path / "c" / "corrector.json").read_text())["training"]["steps_done"] == resumed["steps"]
+    with pytest.raises(ConfigError, match=r"--max-time: '1h30' is not a time limit"):
+        train_corrector(TrainSettings(output=str(tmp_path / "d"), max_time="1h30", **common))
 
 
 def test_init_from_a_local_t5_folder(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from htrjand import load
 from htrjand.checkpoint import CheckpointError, atomic_save, read_checkpoint
 from htrjand.cli import main
-from htrjand.config import ConfigError, load_config
+from htrjand.config import ConfigError, duration_seconds, load_config
 from htrjand.datasets import read_dataset
 from htrjand.metrics import cer
 from htrjand.training import train
@@ -302,6 +302,19 @@ def test_cpu_bf16_support_is_read_from_cpuinfo_and_emulated_bf16_is_warned_about
             assert config.resolve_precision("32", "cpu") == "32"
             assert config.resolve_precision("bf16-mixed", "gpu") == "bf16-mixed"  # a GPU's own bf16
         assert any("without native bfloat16" in r.getMessage() for r in caplog.records) is warned, native
+
+
+def test_time_limits_in_every_usual_form_and_a_clear_error_otherwise(rendered, tmp_path, capsys):
+    assert [duration_seconds(v) for v in ("", "90", "90m", "2h", "1d", "01:30:00", "00:01:38:00", "1.5h")] == \
+        [None, 90, 5400, 7200, 86400, 5400, 5880, 5400]
+    for bad in ("1h30", "0", "-5", "soon", "1:2", "nan"):
+        with pytest.raises(ConfigError, match="is not a time limit"):
+            duration_seconds(bad)
+    # a bad limit is refused with the option named before any training starts (it was a Lightning traceback)
+    assert main(["train", "--preset", "student", "--train", str(rendered["train"]), "--val", str(rendered["val"]),
+                 "--output", str(tmp_path / "run"), "--max-time", "1h30", "--progress", "false"]) == 2
+    assert "train.max_time: '1h30' is not a time limit" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_time_limit_ends_the_cosine_and_keeps_the_stopping_step(rendered, tmp_path):

@@ -724,6 +724,8 @@ def _add_corrector_commands(sub) -> None:
             ("context_chars", int, "characters of the previous/next line in the input (0: none)"),
             ("max_length", int, "longest input/target in tokens (bytes)"),
             ("steps", int, "optimiser steps"), ("epochs", float, "passes over the data (overrides --steps)"),
+            ("max_time", str, "stop after this training time, kept across --resume: seconds, 90m, 2h or "
+             "DD:HH:MM:SS; the learning rate decays with whichever runs out first, steps or time"),
             ("batch_size", int, "pairs per step"), ("lr", float, "peak learning rate (AdamW)"),
             ("warmup", int, "warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
             ("d_model", int, "model width"), ("layers", int, "encoder layers"),

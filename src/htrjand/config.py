@@ -52,6 +52,29 @@ class ConfigError(ValueError):
     """A config file or option that cannot be used."""
 
 
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str | float | None, where: str = "max_time") -> float | None:
+    """Seconds of a wall-time limit written as seconds, 90m / 2h / 1d, HH:MM:SS or DD:HH:MM:SS (None if empty)."""
+    text = str(value if value is not None else "").strip().lower()
+    if not text:
+        return None
+    try:
+        if ":" in text:
+            parts = [float(p) for p in text.split(":")]
+            seconds = sum(p * f for p, f in zip(reversed(parts), (1, 60, 3600, 86400))) if len(parts) in (3, 4) else -1
+        elif text[-1] in _SECONDS:
+            seconds = float(text[:-1]) * _SECONDS[text[-1]]
+        else:
+            seconds = float(text)
+    except ValueError:
+        seconds = -1
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{where}: {value!r} is not a time limit (seconds, 90m, 2h, 1d, HH:MM:SS or DD:HH:MM:SS)")
+    return seconds
+
+
 @dataclass
 class DataConfig:
     train: list[Any] = field(default_factory=list, metadata={
@@ -85,7 +108,7 @@ class TrainConfig:
     output: str = field(default="runs/htrjand", metadata={"help": "run folder: checkpoints, logs, summary"})
     epochs: int = field(default=100, metadata={"help": "maximum epochs"})
     max_time: str = field(default="", metadata={
-        "help": "stop after this wall time, DD:HH:MM:SS or seconds (empty = no limit); the cosine schedule "
+        "help": "stop after this wall time: seconds, 90m, 2h, HH:MM:SS or DD:HH:MM:SS (empty = no limit); the cosine schedule "
                 "and the distillation weight a(t) end with it when it comes before max_steps / epochs"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimiser steps (-1 = no limit)"})
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate"})
@@ -269,6 +292,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict] | Non
             _apply(getattr(cfg, section), raw[section], f"{where}:{section}")
         if overrides.get(section):
             _apply(getattr(cfg, section), overrides[section], f"--{section}")
+    duration_seconds(cfg.train.max_time, f"{where}: train.max_time")
     given = [*(raw.get("model") or {}), *(overrides.get("model") or {})]  # both checked by _apply
     cfg.model_given = tuple(dict.fromkeys(str(k).replace("-", "_") for k in given))
     return cfg

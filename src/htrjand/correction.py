@@ -215,6 +215,7 @@ class TrainSettings:
     max_length: int = 512
     steps: int = 20000
     epochs: float | None = None
+    max_time: str = ""
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 500

@@ -22,7 +22,7 @@ from rapidfuzz.distance import Levenshtein
 from .. import __version__
 from ..charset import normalize_text
 from ..checkpoint import atomic_save
-from ..config import resolve_precision
+from ..config import duration_seconds, resolve_precision
 from ..correction import (BYTE_VOCAB, EOS, FORMAT, FORMAT_VERSION, META_FILE, PAD, ByteTokenizer, Correction,
                           CorrectionError, Corrector, Gate, TrainSettings, _device, _model_path, _tokenizer_for,
                           _transformers, encode_input, neighbours, page_key, read_report, recogniser_charset)
@@ -369,11 +369,12 @@ def _bf16(precision: str, device: str) -> bool:
     return resolve_precision(precision, "gpu" if device.startswith("cuda") else "cpu") == "bf16-mixed"
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then linear decay to 10% at the last step."""
+def _lr_factor(step: int, warmup: int, total: int, time_spent: float = 0.0) -> float:
+    """Linear warm-up, then linear decay to 10% at the last step or at the time limit (`time_spent` = share
+    of it used), whichever comes first."""
     if step < warmup:
         return (step + 1) / warmup
-    return max(0.1, 1.0 - 0.9 * (step - warmup) / max(total - warmup, 1))
+    return max(0.1, 1.0 - 0.9 * max((step - warmup) / max(total - warmup, 1), time_spent))
 
 
 def evaluate_pairs(corrector: Corrector, val: list[Example], batch_size: int = 32) -> dict:
@@ -401,6 +402,7 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
         raise CorrectionError(f"{out}: already holds a corrector (use --resume to continue it, or another folder)")
     device = _device(settings.device)
     autocast = _bf16(settings.precision, device)
+    limit = duration_seconds(settings.max_time, "--max-time")
     torch.manual_seed(settings.seed)
     state = None
     if settings.resume:
@@ -424,7 +426,15 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
         steps = math.ceil(settings.epochs * len(data) / settings.batch_size)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings.warmup, steps))
+    started, before = time.perf_counter(), float(state.get("seconds", 0.0)) if state else 0.0
+
+    def seconds() -> float:  # training time of this run and the runs it resumes
+        return before + time.perf_counter() - started
+
+    def time_spent() -> float:
+        return seconds() / limit if limit else 0.0
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, settings.warmup, steps, time_spent()))
     step, history = 0, []
     if state is not None:
         model.load_state_dict(state["model"])
@@ -451,13 +461,13 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "data": data.state(), "torch_rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                     "step": step, "history": history, "settings": asdict(settings)}, state_file)
+                     "step": step, "history": history, "settings": asdict(settings), "seconds": seconds()}, state_file)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / NOISE_FILE).write_text(json.dumps(noise.to_dict(), ensure_ascii=False), encoding="utf-8")
-    started, losses, updating = time.perf_counter(), [], False
+    losses, updating = [], False
     try:
-        while step < steps:
+        while step < steps and time_spent() < 1:
             batch = _batch([data.draw() for _ in range(settings.batch_size)], tokenizer, settings, device)
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=autocast):
                 loss = model(**batch).loss
@@ -473,7 +483,7 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
             if step % settings.log_every == 0 or step == steps:
                 log.info("step %d/%d loss %.4f lr %.2e", step, steps, sum(losses[-settings.log_every:]) /
                          len(losses[-settings.log_every:]), scheduler.get_last_lr()[0])
-            if settings.eval_every and step % settings.eval_every == 0 and step < steps:
+            if settings.eval_every and step % settings.eval_every == 0 and step < steps and time_spent() < 1:
                 result = evaluate_pairs(corrector, val)
                 model.train()
                 history.append({"step": step, **result})
@@ -487,10 +497,12 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
             save_state()
         log.warning("interrupted at step %d; continue with --resume (from the last saved state)", step)
         raise
+    if step < steps:
+        log.info("time limit %s reached at step %d of %d", settings.max_time, step, steps)
     final = evaluate_pairs(corrector, val)
     history.append({"step": step, **final})
     save_state()
-    meta["training"].update(steps_done=step, steps=steps, seconds=round(time.perf_counter() - started, 1),
+    meta["training"].update(steps_done=step, steps=steps, seconds=round(seconds(), 1),
                             final_loss=sum(losses[-50:]) / len(losses[-50:]) if losses else None,
                             validation=history, parameters=sum(p.numel() for p in model.parameters()))
     corrector.meta = meta

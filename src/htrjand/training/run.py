@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -17,7 +18,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from ..charset import Charset
 from ..checkpoint import (CheckpointError, atomic_save, check_digest, digest_path, previous_path,
                           read_checkpoint)
-from ..config import Config, ConfigError, resolve_precision
+from ..config import Config, ConfigError, duration_seconds, resolve_precision
 from ..charmap import CharMapping, MappingError
 from ..datasets import DatasetSpec, Problems, Sample, read_dataset, read_datasets, spec_of
 from ..model import ModelConfig, count_parameters
@@ -40,11 +41,10 @@ def _devices(value: str):
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def _max_time(value: str):
-    """DD:HH:MM:SS as Lightning takes it, or plain seconds."""
-    if not value:
-        return None
-    return {"seconds": int(value)} if value.isdigit() else value
+def _max_time(value: str) -> timedelta | None:
+    """The time limit as Lightning takes it."""
+    seconds = duration_seconds(value, "train.max_time")
+    return timedelta(seconds=seconds) if seconds else None
 
 
 def _resume_path(cfg: Config) -> str | None:
