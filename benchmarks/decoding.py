@@ -8,7 +8,7 @@ An LM is given with `--lm`, or built here with `--lm-text` (a character LM, `--l
 Writes benchmarks/results/decoding.{json,md}.
 
     python benchmarks/decoding.py CKPT --data TEST... --val VAL... [--lm LM.arpa | --lm-text TEXT...] [--tune]
-        [--lexicon WORDS.txt | --lexicon-text TEXT...] [--beam-width 16] [--threads 2] [--lines 0]
+        [--lexicon WORDS.txt | --lexicon-text TEXT...] [--oov-penalty P] [--beam-width 16] [--threads 2] [--lines 0]
 """
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float)
     parser.add_argument("--lexicon", help="word list")
     parser.add_argument("--lexicon-text", nargs="+", help="make the word list from the words of these texts/datasets")
+    parser.add_argument("--oov-penalty", type=float, help="cost of an out-of-lexicon word (default: the decoder's)")
     parser.add_argument("--tune", action="store_true", help="tune alpha/beta on --val first (small grid)")
     parser.add_argument("--beam-width", type=int, default=16)
     parser.add_argument("--lines", type=int, default=0, help="use only the first N test lines (0 = all)")
@@ -108,7 +109,7 @@ def main() -> None:
     from htrjand.calibration import CalibrationSet, calibrate_recognizer, nll, reliability
     from htrjand.datasets import Problems
     from htrjand.evaluation import compare, tune_weights
-    from htrjand.lm import build_lm, corpus_lines, read_sidecar, write_sidecar
+    from htrjand.lm import build_lm, corpus_lines, lexicon_words, read_sidecar, write_sidecar
 
     torch.set_num_threads(args.threads)
     recognizer = load(args.checkpoint)
@@ -125,7 +126,7 @@ def main() -> None:
         lm_info = {**read_sidecar(lm_path), **lm_info, "path": args.lm or "(built here)"}
     lexicon = args.lexicon
     if args.lexicon_text:
-        words = sorted({w for line in corpus_lines(args.lexicon_text, Problems()) for w in line.split()})
+        words, _ = lexicon_words(corpus_lines(args.lexicon_text, Problems()))
         lexicon = str(Path(tmp.name) / "lexicon.txt")
         Path(lexicon).write_text("\n".join(words) + "\n", encoding="utf-8")
         lm_info.update(lexicon_words=len(words), lexicon_sources=args.lexicon_text)
@@ -145,9 +146,10 @@ def main() -> None:
         wider.name = wider.describe()
         decoders.append(wider)
     if lexicon:
-        decoders.append(recognizer.make_decoder("beam", lexicon=lexicon, **options))
+        words = {"lexicon": lexicon, **({"oov_penalty": args.oov_penalty} if args.oov_penalty is not None else {})}
+        decoders.append(recognizer.make_decoder("beam", **words, **options))
         if lm_path:
-            decoders.append(recognizer.make_decoder("beam", lm=lm_path, lexicon=lexicon, **options))
+            decoders.append(recognizer.make_decoder("beam", lm=lm_path, **words, **options))
     started = time.perf_counter()
     result = compare(recognizer, test, decoders, batch_size=args.batch)
     for row in result["decoders"]:

@@ -156,6 +156,11 @@ def test_lexicon_matching_and_errors(tmp_path):
     counts = tmp_path / "words.txt"
     counts.write_text("the 120\ncat\t7\n")
     assert Lexicon.load(counts).words == {"the", "cat"}
+    counts.write_text('"Dyer,"\n(1851)\n--\n')  # stored as matched: 'Dyer,' is the word 'dyer'
+    assert Lexicon.load(counts).words == {"dyer"} and Lexicon.load(counts).word_ok("Dyer.")
+    counts.write_text("1851\n--\n")
+    with pytest.raises(LMError, match="words.txt: lexicon is empty"):
+        Lexicon.load(counts)
     with pytest.raises(LMError, match="none of the lexicon's 2 words can be written"):
         Lexicon(["αβ", "γδ"], "greek.txt").check(Charset(list("abc")))
 
@@ -170,3 +175,21 @@ def test_corpus_lines_reads_text_files_and_manifests(tmp_path):
     assert lines == ["first line", "second line", "plain text without suffix", "from \u00e9 manifest"]
     assert [e[1].endswith("m.tsv:2") for e in problems.entries] == [True]
     assert math.isfinite(build_lm(lines, 3, "char")[0].sentence_logprob(tokenize("first", "char")))
+
+
+def test_cli_lexicon_writes_the_corpus_words_most_frequent_first(tmp_path, capsys):
+    from htrjand.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "lex" / "words.txt"
+    assert main(["lm", "lexicon", str(corpus), "--out", str(out), "--min-count", "2"]) == 0
+    assert "7 words (of 10 distinct)" in capsys.readouterr().out
+    words = out.read_text(encoding="utf-8").split()
+    # counted as the decoder matches them: 'the' x6, 'cat' x4 (with 'cat,'), 'dog' x3 (with 'dog.'), then by name
+    assert words == ["the", "cat", "dog", "a", "mat", "on", "sat"]
+    lexicon = Lexicon.load(out)  # the file is a lexicon the decoder reads
+    assert lexicon.word_ok("The") and not lexicon.word_ok("hello")
+    assert main(["lm", "lexicon", str(corpus), "--out", str(tmp_path / "none.txt"), "--min-count", "99"]) == 2
+    assert "c.txt: no word occurs 99 times or more" in capsys.readouterr().err
+    assert not (tmp_path / "none.txt").exists()

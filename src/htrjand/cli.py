@@ -210,10 +210,11 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     return 1 if results and failed == len(results) else 0
 
 
-def cmd_lm_build(args: argparse.Namespace) -> int:
+def _corpus(args: argparse.Namespace) -> list[str]:
+    """The standardised text lines of `args.text` (problems reported on stderr)."""
     from .charmap import CharMapping, MappingError
     from .datasets import DataError, Problems
-    from .lm import build_lm, corpus_lines, write_sidecar
+    from .lm import corpus_lines
 
     try:
         mapping = CharMapping.load(args.charset_mapping)
@@ -223,6 +224,13 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
     lines = corpus_lines(args.text, problems, mapping.apply)
     if problems:
         print(problems.summary(), file=sys.stderr)
+    return lines
+
+
+def cmd_lm_build(args: argparse.Namespace) -> int:
+    from .lm import build_lm, write_sidecar
+
+    lines = _corpus(args)
     order = args.order or (6 if args.unit == "char" else 3)
     lm, stats = build_lm(lines, order, args.unit)
     out = Path(args.out)
@@ -234,6 +242,25 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
           f"{', '.join(f'{n}-grams {c}' for n, c in stats['ngrams'].items())}")
     print(f"written to {out} (settings in {out}.json)")
     return 0
+
+
+def cmd_lm_lexicon(args: argparse.Namespace) -> int:
+    from .datasets import DataError
+    from .lm import lexicon_words
+
+    words, distinct = lexicon_words(_corpus(args), args.min_count)
+    if not words:
+        raise DataError(f"{', '.join(args.text)}: no word occurs {args.min_count} times or more: nothing to write")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(words) + "\n", encoding="utf-8")
+    print(f"{len(words)} words (of {distinct} distinct) written to {out}")
+    return 0
+
+
+def _add_mapping_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--charset-mapping", default="default",
+                   help="character standardisation as in training: default | none | mapping file (default: default)")
 
 
 def _floats(text: str) -> list[float]:
@@ -504,9 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", choices=("char", "word"), default="char", help="tokens (default: char)")
     p.add_argument("--order", type=int, help="n-gram order (default: 6 for char, 3 for word)")
     p.add_argument("--out", required=True, help="ARPA file to write (settings go to OUT.json)")
-    p.add_argument("--charset-mapping", default="default",
-                   help="character standardisation as in training: default | none | mapping file (default: default)")
+    _add_mapping_argument(p)
     p.set_defaults(func=cmd_lm_build)
+    p = lm_sub.add_parser("lexicon", help="write the words of texts or datasets as a lexicon for beam search",
+                          description="One word per line, most frequent first (words are split at spaces, as "
+                          "the decoder splits them; it ignores punctuation around a word and case when matching).")
+    p.add_argument("text", nargs="+", help="text files (text:PATH or *.txt) or datasets, as for `lm build`")
+    p.add_argument("--out", required=True, help="word list to write")
+    p.add_argument("--min-count", type=int, default=1, help="keep words seen at least this often (default: 1)")
+    _add_mapping_argument(p)
+    p.set_defaults(func=cmd_lm_lexicon)
     p = lm_sub.add_parser("tune", help="grid-search the LM weight (alpha) and insertion bonus (beta) on "
                           "validation data", description="Decode validation lines with every (alpha, beta) "
                           "and print CER; the best pair is stored in LM.json and used by default afterwards.")

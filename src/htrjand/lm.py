@@ -499,7 +499,8 @@ class Lexicon:
 
     def __init__(self, words: Iterable[str], path: str = ""):
         self.path = path
-        self.words = {w.lower() for w in words if w}
+        # stored as they are matched: without punctuation at either end, in lower case, letters only
+        self.words = {core for core in (self._core(w).lower() for w in words) if any(c.isalpha() for c in core)}
         self.prefixes = {w[:i] for w in self.words for i in range(1, len(w) + 1)}
         self.word_ok = lru_cache(maxsize=65536)(self._word_ok)
         self.prefix_ok = lru_cache(maxsize=65536)(self._prefix_ok)
@@ -525,9 +526,10 @@ class Lexicon:
             fields = normalize(line).split()
             if fields:
                 words.append(fields[0])
-        if not words:
-            raise LMError(f"{path}: lexicon is empty (expected one word per line)")
-        return cls(words, str(path))
+        lexicon = cls(words, str(path))
+        if not lexicon.words:
+            raise LMError(f"{path}: lexicon is empty (expected one word with letters per line)")
+        return lexicon
 
     @staticmethod
     def _core(word: str) -> str:
@@ -573,6 +575,14 @@ class Lexicon:
 
 
 # ---- training text --------------------------------------------------------------------------------
+
+def lexicon_words(lines: Iterable[str], min_count: int = 1) -> tuple[list[str], int]:
+    """The words of `lines` as a `Lexicon` matches them (split at spaces, without punctuation at either end,
+    with letters) seen at least `min_count` times, most frequent first, and the number of distinct words."""
+    cores = (Lexicon._core(token) for line in lines for token in line.split())
+    counts = Counter(core for core in cores if any(c.isalpha() for c in core))
+    return sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)), len(counts)
+
 
 def corpus_lines(inputs: Iterable[str], problems, normalize=None) -> list[str]:
     """Lines of text for `build_lm`: `text:PATH` or a `.txt` file is plain text (one line per line);
