@@ -164,8 +164,9 @@ def test_small_model_overfits_32_real_lines(shared_data, tmp_path):
         "data": {"train": [str(manifest)], "val": [str(manifest)], "workers": 0, "augment": 0, "batch_size": 32},
         "train": {"output": str(tmp_path / "run"), "epochs": 400, "warmup_steps": 20, "lr": 3e-3,
                   "schedule": "constant", "progress": False, "val_every": 10, "stop_cer": 0.01},
+        # three light blocks, as the bundled Student: the same 120 steps to 0.2% CER in 139 s instead of 310 s
         "model": {"channels": [16, 24, 32, 48, 48, 64], "d_model": 96, "heads": 2, "dropout": 0.0,
-                  "cnn_dropout": 0.0}})
+                  "cnn_dropout": 0.0, "light_blocks": 3}})
     summary = train(cfg)
     samples = read_dataset(manifest)
     results = load(tmp_path / "run" / "best.ckpt").recognize([s.image for s in samples])
