@@ -32,7 +32,7 @@ LN10 = math.log(10.0)
 DEFAULT_BEAM = 16
 DEFAULT_ALPHA = 0.5
 DEFAULT_BETA = 1.0
-DEFAULT_OOV_PENALTY = 5.0
+DEFAULT_OOV_PENALTY = 2.0  # measured on copiste + hooker validation: 1 and 2 best, 4 worse (docs/decisions.md)
 TOKEN_MIN_LOGP = -5.0  # characters below this log posterior in a frame are not tried by beam search
 PRUNE_LOGP = 20.0  # prefixes scoring this much below the frame's best are dropped
 
