@@ -4,10 +4,11 @@ Per dataset: substitutions, deletions and insertions as % of reference character
 quartile of CTC frames per character (line width at the model's input height / width stride /
 reference length: is the frame rate too low for dense writing?), and the share of errors made on
 lines the model barely reads (output under `--lost` of the reference length: clipped or faint
-lines). For the decision between width strides 8 and 4 (docs/decisions.md).
+lines), and the pages (the report's page groups) that hold the most errors: a few damaged pages can
+dominate a split. For the decision between width strides 8 and 4 (docs/decisions.md).
 
     htrjand evaluate MODEL copiste/val.tsv hooker/val.tsv --json val.json
-    python benchmarks/error_analysis.py val.json [--height 64 --stride 8] [--lost 0.4] [--root .] \\
+    python benchmarks/error_analysis.py val.json [--height 64 --stride 8] [--lost 0.4] [--pages 5] [--root .] \\
         [--name error-analysis] [--out benchmarks/results]
 """
 from __future__ import annotations
@@ -36,7 +37,21 @@ def rates(rows: list[dict]) -> dict:
             "CER %": round(100 * sum(r["errors"] for r in rows) / chars, 2)}
 
 
-def analyse(report: dict, height: int, stride: int, lost: float, root: Path = Path(".")) -> tuple[dict, int]:
+def worst_pages(rows: list[dict], count: int) -> list[dict]:
+    """The `count` page groups with the most character errors, with their share of the dataset's errors."""
+    pages: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["page"]:
+            pages.setdefault(r["page"], []).append(r)
+    errors = max(sum(r["errors"] for r in rows), 1)
+    ranked = sorted(pages.items(), key=lambda item: (-sum(r["errors"] for r in item[1]), item[0]))[:count]
+    return [{"page": page, "lines": len(group), "CER %": rates(group)["CER %"],
+             "lost lines": sum(r["lost"] for r in group),
+             "share of errors %": round(100 * sum(r["errors"] for r in group) / errors, 1)} for page, group in ranked]
+
+
+def analyse(report: dict, height: int, stride: int, lost: float, root: Path = Path("."),
+            pages: int = 5) -> tuple[dict, int]:
     """The analysis per dataset, and how many lines were left out for want of their image file."""
     datasets: dict[str, list[dict]] = {}
     missing = 0
@@ -52,7 +67,7 @@ def analyse(report: dict, height: int, stride: int, lost: float, root: Path = Pa
         datasets.setdefault(line["dataset"], []).append({
             "sub": t.substitutions, "del": t.deletions, "ins": t.insertions, "errors": t.char_errors, "chars": t.chars,
             "frames_per_char": image_width(image, height) / stride / len(reference),
-            "lost": len(normalize_text(line["hypothesis"])) < lost * len(reference)})
+            "lost": len(normalize_text(line["hypothesis"])) < lost * len(reference), "page": line.get("group") or ""})
     result = {}
     for name, rows in sorted(datasets.items()):
         fpc = np.array([r["frames_per_char"] for r in rows])
@@ -66,7 +81,8 @@ def analyse(report: dict, height: int, stride: int, lost: float, root: Path = Pa
         result[name] = {"all": rates(rows), "quartiles": quartiles,
                         "lost_lines": len(lost_rows),
                         "lost_share_of_errors %": round(100 * sum(r["errors"] for r in lost_rows) / errors, 1),
-                        "CER % without lost lines": rates([r for r in rows if not r["lost"]])["CER %"]}
+                        "CER % without lost lines": rates([r for r in rows if not r["lost"]])["CER %"],
+                        "worst_pages": worst_pages(rows, pages)}
     return result, missing
 
 
@@ -82,6 +98,12 @@ def markdown(result: dict, source: str, height: int, stride: int, lost: float) -
     lines += ["", "| dataset | lost lines | their share of the errors % | CER % without them |", "|---|---|---|---|"]
     lines += [f"| {n} | {r['lost_lines']} | {r['lost_share_of_errors %']} | {r['CER % without lost lines']} |"
               for n, r in result.items()]
+    worst = [(n, p) for n, r in result.items() for p in r["worst_pages"]]
+    if worst:
+        lines += ["", "| dataset | page (most errors first) | lines | CER % | lost lines | share of the dataset's errors % |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {p['page']} | {p['lines']} | {p['CER %']} | {p['lost lines']} | {p['share of errors %']} |"
+                  for n, p in worst]
     return "\n".join(lines)
 
 
@@ -91,6 +113,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=64, help="the model's input height")
     parser.add_argument("--stride", type=int, default=8, help="the model's width stride (pixels per CTC frame)")
     parser.add_argument("--lost", type=float, default=0.4, help="output/reference length ratio under which a line is lost")
+    parser.add_argument("--pages", type=int, default=5, help="how many of each dataset's worst pages to list")
     parser.add_argument("--root", type=Path, default=Path("."),
                         help="directory the report's relative image paths start from (where evaluate ran)")
     parser.add_argument("--name", default="error-analysis")
@@ -101,7 +124,7 @@ def main() -> None:
         report["lines"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         parser.error(f"{args.report}: not an `htrjand evaluate --json` report ({e})")
-    result, missing = analyse(report, args.height, args.stride, args.lost, args.root)
+    result, missing = analyse(report, args.height, args.stride, args.lost, args.root, args.pages)
     if not result:
         parser.error(f"{args.report}: none of its {len(report['lines'])} lines has an image file under "
                      f"{args.root.resolve()} (give --root, the directory `htrjand evaluate` ran in)")

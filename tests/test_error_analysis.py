@@ -20,7 +20,8 @@ def test_error_analysis_splits_errors_by_kind_density_and_lost_lines(tmp_path):
             (1280, "abcdefghij", "ab")]):          # 16 frames per char, lost: 8 deletions
         path = tmp_path / f"line{i}.png"
         Image.new("L", (width, 64), 255).save(path)
-        lines.append({"image": str(path), "dataset": "d", "reference": reference, "hypothesis": hypothesis})
+        lines.append({"image": str(path), "dataset": "d", "reference": reference, "hypothesis": hypothesis,
+                      "group": f"page{i // 2}"})
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"lines": lines, "model": {}}))
     done = subprocess.run([sys.executable, str(SCRIPT), str(report), "--out", str(tmp_path), "--name", "ea"],
@@ -33,6 +34,10 @@ def test_error_analysis_splits_errors_by_kind_density_and_lost_lines(tmp_path):
     assert d["lost_lines"] == 1 and d["lost_share_of_errors %"] == round(100 * 8 / 11, 1)
     assert d["CER % without lost lines"] == 10.0
     assert "| d | all | 4 | 27.5 |" in (tmp_path / "ea.md").read_text()
+    assert d["worst_pages"] == [  # the page holding the lost line first: 10 of the 11 errors
+        {"page": "page1", "lines": 2, "CER %": 50.0, "lost lines": 1, "share of errors %": 90.9},
+        {"page": "page0", "lines": 2, "CER %": 5.0, "lost lines": 0, "share of errors %": 9.1}]
+    assert "| d | page1 | 2 | 50.0 | 1 | 90.9 |" in (tmp_path / "ea.md").read_text()
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
