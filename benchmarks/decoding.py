@@ -146,10 +146,11 @@ def main() -> None:
         wider.name = wider.describe()
         decoders.append(wider)
     if lexicon:
-        words = {"lexicon": lexicon, **({"oov_penalty": args.oov_penalty} if args.oov_penalty is not None else {})}
-        decoders.append(recognizer.make_decoder("beam", **words, **options))
+        lexicon_options = {"lexicon": lexicon,
+                           **({"oov_penalty": args.oov_penalty} if args.oov_penalty is not None else {})}
+        decoders.append(recognizer.make_decoder("beam", **lexicon_options, **options))
         if lm_path:
-            decoders.append(recognizer.make_decoder("beam", lm=lm_path, **words, **options))
+            decoders.append(recognizer.make_decoder("beam", lm=lm_path, **lexicon_options, **options))
     started = time.perf_counter()
     result = compare(recognizer, test, decoders, batch_size=args.batch)
     for row in result["decoders"]:

@@ -493,6 +493,11 @@ def _edge(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "PS"
 
 
+def _has_letters(text: str) -> bool:
+    """Whether a token is a word for the lexicon (numbers and punctuation always match)."""
+    return any(c.isalpha() for c in text)
+
+
 class Lexicon:
     """A word list. Matching is case-insensitive and ignores punctuation at either end of a word;
     a token without letters (numbers, punctuation) always matches."""
@@ -500,7 +505,7 @@ class Lexicon:
     def __init__(self, words: Iterable[str], path: str = ""):
         self.path = path
         # stored as they are matched: without punctuation at either end, in lower case, letters only
-        self.words = {core for core in (self._core(w).lower() for w in words) if any(c.isalpha() for c in core)}
+        self.words = {core for core in (self._core(w).lower() for w in words) if _has_letters(core)}
         self.prefixes = {w[:i] for w in self.words for i in range(1, len(w) + 1)}
         self.word_ok = lru_cache(maxsize=65536)(self._word_ok)
         self.prefix_ok = lru_cache(maxsize=65536)(self._prefix_ok)
@@ -542,7 +547,7 @@ class Lexicon:
 
     def _word_ok(self, word: str) -> bool:
         core = self._core(word)
-        return not any(c.isalpha() for c in core) or core.lower() in self.words
+        return not _has_letters(core) or core.lower() in self.words
 
     def _prefix_ok(self, partial: str) -> bool:
         """Can `partial` still grow into a matching word (a lexicon prefix, maybe with trailing punctuation)?"""
@@ -550,14 +555,14 @@ class Lexicon:
         while start < len(partial) and _edge(partial[start]):
             start += 1
         body = partial[start:].lower()
-        if not any(c.isalpha() for c in body):
+        if not _has_letters(body):
             return True
         if body in self.prefixes:
             return True
         end = len(body)
         while end > 0 and _edge(body[end - 1]):  # "word," : a full word followed by punctuation
             end -= 1
-            if body[:end] in self.words or not any(c.isalpha() for c in body[:end]):
+            if body[:end] in self.words or not _has_letters(body[:end]):
                 return True
         return False
 
@@ -580,7 +585,7 @@ def lexicon_words(lines: Iterable[str], min_count: int = 1) -> tuple[list[str], 
     """The words of `lines` as a `Lexicon` matches them (split at spaces, without punctuation at either end,
     with letters) seen at least `min_count` times, most frequent first, and the number of distinct words."""
     cores = (Lexicon._core(token) for line in lines for token in line.split())
-    counts = Counter(core for core in cores if any(c.isalpha() for c in core))
+    counts = Counter(core for core in cores if _has_letters(core))
     return sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)), len(counts)
 
 

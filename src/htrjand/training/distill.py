@@ -11,7 +11,6 @@ per sample (unlabelled samples have no CTC term), averaged over the batch.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..config import Config, ConfigError, DistillConfig
 from ..datasets import DatasetSpec, Problems, Sample, detect_format, read_dataset, spec_of
 from ..datasets.folder import IMAGE_SUFFIXES
 from ..model import HTRNet, ModelConfig, count_parameters
-from .module import HTRModule, ctc_loss, time_limit
+from .module import HTRModule, ctc_loss
 
 log = logging.getLogger("htrjand")
 
@@ -318,7 +317,7 @@ class DistillModule(HTRModule):
         if self.teacher is None:
             raise RuntimeError("DistillModule has no Teacher: call attach() before fitting")
         self.teacher.to(device=self.device, dtype=next(self.model.parameters()).dtype)
-        if not math.isfinite(self.trainer.estimated_stepping_batches) and time_limit(self.trainer) is None:
+        if self.training_limits() == (0, None):
             log.warning("training length unknown (no epoch, step or time limit): a(t) stays at alpha_start")
 
     def on_train_epoch_start(self) -> None:

@@ -185,15 +185,19 @@ class HTRModule(L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def training_limits(self) -> tuple[int, Timer | None]:
+        """This fit's step budget (0 when unknown: no epoch or step limit) and its time limit's Timer."""
+        if self._limits is None:
+            total = self.trainer.estimated_stepping_batches
+            self._limits = (int(total) if math.isfinite(total) else 0, time_limit(self.trainer))
+        return self._limits
+
     def training_progress(self, step: int, start: int = 0) -> float:
         """Share of training done at `step`, counted from step `start`: the steps done of the step budget
         or the share of the time limit (`train.max_time`) used, whichever is larger. The cosine LR and the
         distillation weight a(t) follow it, so that a run stopped by its time limit (a slower machine, a
         busy CPU, a wrong speed guess) ends both where a run of its full length would."""
-        if self._limits is None:
-            total = self.trainer.estimated_stepping_batches
-            self._limits = (int(total) if math.isfinite(total) else 0, time_limit(self.trainer))
-        total, timer = self._limits
+        total, timer = self.training_limits()
         steps = (step - start) / max(1, total - start) if total else 0.0
         if timer is None:
             return steps
