@@ -8,7 +8,8 @@ An LM is given with `--lm`, or built here with `--lm-text` (a character LM, `--l
 Writes benchmarks/results/decoding.{json,md}.
 
     python benchmarks/decoding.py CKPT --data TEST... --val VAL... [--lm LM.arpa | --lm-text TEXT...] [--tune]
-        [--lexicon WORDS.txt | --lexicon-text TEXT...] [--oov-penalty P] [--beam-width 16] [--threads 2] [--lines 0]
+        [--lexicon WORDS.txt | --lexicon-text TEXT...] [--oov-penalty P] [--beam-width 16] [--flashlight]
+        [--threads 2] [--lines 0]
 """
 from __future__ import annotations
 
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--lexicon-text", nargs="+", help="make the word list from the words of these texts/datasets")
     parser.add_argument("--oov-penalty", type=float, help="cost of an out-of-lexicon word (default: the decoder's)")
     parser.add_argument("--tune", action="store_true", help="tune alpha/beta on --val first (small grid)")
+    parser.add_argument("--flashlight", action="store_true",
+                        help="add the C++ engine's beam + LM at this beam width and half of it (flashlight-text)")
     parser.add_argument("--beam-width", type=int, default=16)
     parser.add_argument("--lines", type=int, default=0, help="use only the first N test lines (0 = all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -145,6 +148,10 @@ def main() -> None:
         wider.token_min_logp = -8.0  # the pruning threshold's effect on CER and speed
         wider.name = wider.describe()
         decoders.append(wider)
+        if args.flashlight:
+            for width in (args.beam_width, args.beam_width // 2):
+                decoders.append(recognizer.make_decoder("beam", lm=lm_path, engine="flashlight",
+                                                        **{**options, "beam_width": width}))
     if lexicon:
         lexicon_options = {"lexicon": lexicon,
                            **({"oov_penalty": args.oov_penalty} if args.oov_penalty is not None else {})}

@@ -1,4 +1,5 @@
 """CTC decoding: greedy vs beam, LM and lexicon effects, alignment, positions, and the CLI end to end."""
+import importlib.util
 import itertools
 import json
 import math
@@ -212,6 +213,22 @@ def test_cli_lm_build_tune_calibrate_recognize(rendered, tmp_path, capsys):
     assert len(record["char_positions"]) == len(record["char_confidences"]) == len(record["text"])
     assert all(0 <= x0 <= x1 <= width for x0, x1 in record["char_positions"])
     assert [w["text"] for w in record["words"]] == record["text"].split()
+
+    if importlib.util.find_spec("flashlight") is not None:  # the C++ engine: same record, its own alignment
+        assert main(["recognize", ckpt, str(sample.image), "--lm", str(arpa), "--beam-width", "4",
+                     "--beam-engine", "flashlight", "--json", str(result_file)]) == 0
+        (fast,) = json.loads(result_file.read_text())
+        assert fast["nbest"][0]["text"] == fast["text"] and len(fast["char_positions"]) == len(fast["text"])
+        assert all(0 <= x0 <= x1 <= width for x0, x1 in fast["char_positions"])
+        assert main(["recognize", ckpt, str(sample.image), "--lm", str(arpa), "--lexicon", str(arpa),
+                     "--beam-engine", "flashlight"]) == 2
+        assert "no lexicon" in capsys.readouterr().err
+        words = tmp_path / "words.txt"
+        assert main(["lm", "lexicon", str(rendered["train"]), "--out", str(words)]) == 0
+        assert main(["evaluate", ckpt, str(rendered["test"]), "--compare", "--lm", str(arpa), "--lexicon", str(words),
+                     "--beam-width", "4", "--beam-engine", "flashlight"]) == 0
+        table = capsys.readouterr().out  # lexicon rows run in Python, the others in flashlight
+        assert "flashlight beam 4 + character LM" in table and "beam 4 + char 4-gram LM" in table
 
     assert main(["evaluate", ckpt, str(rendered["test"]), "--compare", "--lm", str(arpa), "--beam-width", "4"]) == 0
     table = capsys.readouterr().out

@@ -84,7 +84,8 @@ def _decoder_options(args: argparse.Namespace) -> dict:
     return {"beam_width": args.beam_width, "lm": args.lm, "alpha": getattr(args, "alpha", None),
             "beta": getattr(args, "beta", None),
             "lexicon": args.lexicon, "lexicon_mode": args.lexicon_mode, "oov_penalty": args.oov_penalty,
-            "lm_backend": args.lm_backend, "nbest": getattr(args, "nbest", 5)}
+            "lm_backend": args.lm_backend, "nbest": getattr(args, "nbest", 5),
+            "engine": getattr(args, "beam_engine", "python")}
 
 
 def _default_model(args: argparse.Namespace) -> None:
@@ -109,10 +110,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         decoders = [recognizer.make_decoder("greedy", **plain), recognizer.make_decoder("beam", **plain)]
         if args.lm:
             decoders.append(recognizer.make_decoder("beam", **{**options, "lexicon": None}))
+        lexical = {**options, "engine": "python"}  # the only engine with lexicons
         if args.lexicon:
-            decoders.append(recognizer.make_decoder("beam", **{**options, "lm": None}))
+            decoders.append(recognizer.make_decoder("beam", **{**lexical, "lm": None}))
         if args.lm and args.lexicon:
-            decoders.append(recognizer.make_decoder("beam", **options))
+            decoders.append(recognizer.make_decoder("beam", **lexical))
         corrector = None
         if args.corrector:
             from .correction import Corrector
@@ -432,7 +434,7 @@ def _add_serve_command(sub) -> None:
 
 
 def _add_decoder_arguments(p: argparse.ArgumentParser, lm_required: bool = False) -> None:
-    from .decoding import DEFAULT_BEAM, DEFAULT_OOV_PENALTY
+    from .decoding import DEFAULT_BEAM, DEFAULT_OOV_PENALTY, ENGINES
 
     g = p.add_argument_group("decoding (docs/decoding.md)")
     if not lm_required:
@@ -443,6 +445,9 @@ def _add_decoder_arguments(p: argparse.ArgumentParser, lm_required: bool = False
     g.add_argument("--lm-backend", choices=("auto", "kenlm", "python"), default="auto",
                    help="LM scorer: kenlm when importable (auto) or the built-in Python one")
     if not lm_required:
+        g.add_argument("--beam-engine", choices=ENGINES, default="python",
+                       help="beam search in Python (default: any LM, lexicons) or in flashlight-text's C++ decoder "
+                            "(pip install 'htrjand[flashlight]'; character LMs, no lexicon; several times faster)")
         g.add_argument("--alpha", type=float, help="LM weight (default: tuned value in LM.json, else 0.5)")
         g.add_argument("--beta", type=float, help="insertion bonus per LM token (default: LM.json, else 1.0)")
     g.add_argument("--lexicon", help="word list, one word per line")

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .charset import BLANK, Charset, normalize_text
-from .lm import SPACE, LanguageModel, Lexicon, LMError, check_alphabet, load_lm
+from .lm import SPACE, LanguageModel, Lexicon, LMError, check_alphabet, load_lm, load_lm_header
 
 if TYPE_CHECKING:  # torch is not needed to decode (the ONNX runtime decodes numpy arrays)
     from torch import Tensor
+
+    from .flashlight_search import FlashlightSearch
 
 log = logging.getLogger("htrjand")
 
@@ -35,6 +37,7 @@ DEFAULT_BETA = 1.0
 DEFAULT_OOV_PENALTY = 2.0  # measured on copiste + hooker validation: 1 and 2 best, 4 worse (docs/decisions.md)
 TOKEN_MIN_LOGP = -5.0  # characters below this log posterior in a frame are not tried by beam search
 PRUNE_LOGP = 20.0  # prefixes scoring this much below the frame's best are dropped
+ENGINES = ("python", "flashlight")  # who runs beam search (docs/decoding.md, "Beam engines")
 
 
 class DecodingError(ValueError):
@@ -257,6 +260,7 @@ class Hypothesis:
     score: float
     acoustic: float
     lm: float
+    spans: list[tuple[int, int]] | None = None  # each label's frames, where the search kept its alignment
 
 
 def beam_search(log_probs: np.ndarray, beam_width: int = DEFAULT_BEAM, scorer: LanguageScorer | None = None,
@@ -351,20 +355,30 @@ def _x_range(frames: tuple[int, int], px_per_frame: float, width: int | None) ->
     return x0, x1
 
 
+def _weights(lm, settings: dict, alpha: float | None, beta: float | None) -> tuple[float, float]:
+    """Alpha and beta: as given, else the values stored beside the LM, else the defaults."""
+    for key in ("alpha", "beta"):
+        if not isinstance(settings.get(key, 0.0), (int, float)):
+            raise LMError(f"{lm}.json: {key} must be a number, found {settings[key]!r}")
+    return (settings.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha,
+            settings.get("beta", DEFAULT_BETA) if beta is None else beta)
+
+
 class Decoder:
     """Greedy or beam decoding of CTC frame logits, with an optional LM and lexicon."""
 
     def __init__(self, charset: Charset, kind: str = "greedy", beam_width: int = DEFAULT_BEAM,
                  scorer: LanguageScorer | None = None, nbest: int = 5, token_min_logp: float = TOKEN_MIN_LOGP,
-                 name: str = ""):
+                 name: str = "", search: "FlashlightSearch | None" = None):
         if kind not in ("greedy", "beam"):
             raise DecodingError(f"decoder must be greedy or beam, got {kind!r}")
-        if kind == "greedy" and scorer is not None:
+        if kind == "greedy" and (scorer is not None or search is not None):
             raise DecodingError("a language model or lexicon needs the beam decoder")
         if beam_width < 1:
             raise DecodingError(f"beam width must be at least 1, got {beam_width}")
         self.charset, self.kind, self.beam_width, self.scorer = charset, kind, beam_width, scorer
         self.nbest, self.token_min_logp = nbest, token_min_logp
+        self.search = search  # the C++ engine (flashlight_search) in place of `beam_search`
         self.name = name or self.describe()
 
     @classmethod
@@ -372,25 +386,27 @@ class Decoder:
                      lm: str | Path | None = None, alpha: float | None = None, beta: float | None = None,
                      lexicon: str | Path | None = None, lexicon_mode: str = "penalty",
                      oov_penalty: float = DEFAULT_OOV_PENALTY, nbest: int = 5, lm_backend: str = "auto",
-                     normalize=normalize_text) -> "Decoder":
+                     normalize=normalize_text, engine: str = "python") -> "Decoder":
         """A decoder from command-line style options; files are loaded and checked against the
         model's charset. `decoder` None means beam when an LM or lexicon is given, else greedy.
-        Alpha and beta default to the values stored beside the LM (`lm tune`), else 0.5 and 1."""
+        Alpha and beta default to the values stored beside the LM (`lm tune`), else 0.5 and 1.
+        `engine` runs beam search in Python (any LM, lexicons) or in flashlight-text's C++ decoder
+        (character LMs, no lexicon; module flashlight_search)."""
         kind = decoder or ("beam" if lm or lexicon else "greedy")
         if kind == "greedy" and (lm or lexicon):
             raise DecodingError("--lm and --lexicon need --decoder beam")
         if lexicon_mode not in ("penalty", "strict"):
             raise DecodingError(f"lexicon mode must be penalty or strict, got {lexicon_mode!r}")
+        if engine not in ENGINES:
+            raise DecodingError(f"beam engine must be {' or '.join(ENGINES)}, got {engine!r}")
+        if engine == "flashlight" and kind == "beam":
+            return cls._flashlight(charset, beam_width, lm, alpha, beta, lexicon, nbest)
         model = words = None
         if lm:
             model, settings = load_lm(lm, lm_backend)
             for message in check_alphabet(model, charset, str(lm)):
                 log.warning(message)
-            for key in ("alpha", "beta"):
-                if not isinstance(settings.get(key, 0.0), (int, float)):
-                    raise LMError(f"{lm}.json: {key} must be a number, found {settings[key]!r}")
-            alpha = settings.get("alpha", DEFAULT_ALPHA) if alpha is None else alpha
-            beta = settings.get("beta", DEFAULT_BETA) if beta is None else beta
+            alpha, beta = _weights(lm, settings, alpha, beta)
         if lexicon:
             words = Lexicon.load(lexicon, normalize)
             for message in words.check(charset):
@@ -402,9 +418,31 @@ class Decoder:
                                     oov_penalty)
         return cls(charset, kind, beam_width, scorer, nbest)
 
+    @classmethod
+    def _flashlight(cls, charset: Charset, beam_width: int, lm, alpha, beta, lexicon, nbest: int) -> "Decoder":
+        from .flashlight_search import FlashlightSearch, FlashlightUnavailable
+
+        if lexicon:
+            raise DecodingError("the flashlight beam engine has no lexicon: use --beam-engine python with --lexicon")
+        if lm:
+            model, settings = load_lm_header(lm)
+            if model.unit != "char":
+                raise DecodingError(f"{lm}: the flashlight beam engine takes character LMs only, this is a "
+                                    f"{model.unit} LM (use --beam-engine python)")
+            for message in check_alphabet(model, charset, str(lm)):
+                log.warning(message)
+            alpha, beta = _weights(lm, settings, alpha, beta)
+        try:
+            search = FlashlightSearch(charset, lm, float(alpha or 0.0), float(beta or 0.0), beam_width)
+        except FlashlightUnavailable as err:
+            raise DecodingError(str(err)) from None
+        return cls(charset, "beam", beam_width, None, nbest, search=search)
+
     def describe(self) -> str:
         if self.kind == "greedy":
             return "greedy"
+        if self.search is not None:
+            return self.search.describe()
         parts = [f"beam {self.beam_width}" + (f" (characters above e^{self.token_min_logp:g})"
                                               if self.token_min_logp != TOKEN_MIN_LOGP else "")]
         s = self.scorer
@@ -426,11 +464,15 @@ class Decoder:
             path = float(log_probs.max(-1).sum()) if len(log_probs) else 0.0
             nbest = [Candidate(text, path, path)]
         else:
-            hyps = beam_search(log_probs, self.beam_width, self.scorer, self.nbest, self.token_min_logp)
-            labels = hyps[0].labels
-            best_path, spans = greedy_path(log_probs)
-            if best_path != labels:  # else the best path is also the text's best alignment
-                spans = align(log_probs, labels)
+            if self.search is not None:
+                hyps = self.search(log_probs, self.nbest)
+            else:
+                hyps = beam_search(log_probs, self.beam_width, self.scorer, self.nbest, self.token_min_logp)
+            labels, spans = hyps[0].labels, hyps[0].spans
+            if spans is None:
+                best_path, spans = greedy_path(log_probs)
+                if best_path != labels:  # else the best path is also the text's best alignment
+                    spans = align(log_probs, labels)
             text = self.charset.decode(labels)
             nbest = [Candidate(self.charset.decode(h.labels), h.score, h.acoustic, h.lm) for h in hyps]
         probs = np.exp(log_softmax(logits / temperature)) if temperature != 1.0 else np.exp(log_probs)

@@ -408,16 +408,52 @@ def kenlm_available() -> bool:
     return True
 
 
-def load_lm(path: str | Path, backend: str = "auto") -> tuple[LanguageModel, dict]:
-    """An LM and its sidecar settings. `backend`: auto (KenLM when importable, else Python),
-    kenlm or python. KenLM binary files need the kenlm module."""
-    path = Path(path)
+def _lm_settings(path: Path) -> tuple[dict, str | None]:
+    """The sidecar settings of an LM file and its unit (None when the sidecar does not say)."""
     if not path.is_file():
         raise LMError(f"{path}: language model not found")
     settings = read_sidecar(path)
     unit = settings.get("unit")
     if unit is not None and unit not in UNITS:
         raise LMError(f"{sidecar_path(path)}: unit must be char or word, found {unit!r}")
+    return settings, unit
+
+
+def _check_unit(path: Path, unit: str | None, vocab: set[str] | None) -> None:
+    if unit == "char" and vocab is not None and detect_unit(vocab) == "word":
+        sample = sorted(t for t in vocab if t not in SPECIAL and len(t) > 1 and t != SPACE)[:3]
+        raise LMError(f"{path}: unit mismatch: {sidecar_path(path).name} says char but the LM holds "
+                      f"multi-character tokens such as {', '.join(map(repr, sample))}")
+
+
+@dataclass
+class LMHeader:
+    """An LM's unit and unigrams, read without loading it (for a decoder that loads it itself).
+    `vocab` is None for a KenLM binary file, whose tokens cannot be read without KenLM."""
+
+    path: str
+    unit: str
+    vocab: set[str] | None
+
+    def __contains__(self, token: str) -> bool:
+        return self.vocab is None or token in self.vocab
+
+
+def load_lm_header(path: str | Path) -> tuple[LMHeader, dict]:
+    """An LM file's `LMHeader` and sidecar settings; the unit is the sidecar's, else read from the
+    unigrams (a binary file without a sidecar unit is taken as a character LM)."""
+    path = Path(path)
+    settings, unit = _lm_settings(path)
+    vocab = _arpa_unigrams(path)
+    _check_unit(path, unit, vocab)
+    return LMHeader(str(path), unit or (detect_unit(vocab) if vocab else "char"), vocab), settings
+
+
+def load_lm(path: str | Path, backend: str = "auto") -> tuple[LanguageModel, dict]:
+    """An LM and its sidecar settings. `backend`: auto (KenLM when importable, else Python),
+    kenlm or python. KenLM binary files need the kenlm module."""
+    path = Path(path)
+    settings, unit = _lm_settings(path)
     if backend not in ("auto", "kenlm", "python"):
         raise LMError(f"unknown LM backend {backend!r} (auto, kenlm or python)")
     with path.open("rb") as f:
@@ -434,11 +470,7 @@ def load_lm(path: str | Path, backend: str = "auto") -> tuple[LanguageModel, dic
             raise
     else:
         model = read_arpa(path, unit)
-    vocab = getattr(model, "vocab", None)
-    if unit is not None and vocab is not None and unit == "char" and detect_unit(vocab) == "word":
-        sample = sorted(t for t in vocab if t not in SPECIAL and len(t) > 1 and t != SPACE)[:3]
-        raise LMError(f"{path}: unit mismatch: {sidecar_path(path).name} says char but the LM holds "
-                      f"multi-character tokens such as {', '.join(map(repr, sample))}")
+    _check_unit(path, unit, getattr(model, "vocab", None))
     return model, settings
 
 
