@@ -136,12 +136,12 @@ def main() -> None:
     table = compare(recognizer, test_samples, decoders, args.recognition_batch, corrector=corrector,
                     where=args.checkpoint)
     print(format_comparison(table))
-    scorer = decoders[-1].scorer if args.lm else None
+    weights = decoders[-1].weights if args.lm else None
     result = {
         "date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(0) if device.startswith("cuda")
         else "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
         "checkpoint": args.checkpoint, "val": args.val, "test": args.test, "corpus": args.corpus,
-        "lm": args.lm, "alpha": scorer.alpha if scorer else None, "beta": scorer.beta if scorer else None,
+        "lm": args.lm, "alpha": weights[0] if weights else None, "beta": weights[1] if weights else None,
         "settings": vars(args) | {"work": str(args.work), "results": str(args.results)},
         "training": training, "train_seconds": train_seconds,
         "test_lines": table["lines"], "test_model_seconds": table["model_seconds"], "decoders": table["decoders"],

@@ -143,7 +143,7 @@ def main() -> None:
     decoders = [recognizer.make_decoder("greedy"), recognizer.make_decoder("beam", **options)]
     if lm_path:
         decoders.append(recognizer.make_decoder("beam", lm=lm_path, **options))
-        lm_info.update(alpha=decoders[-1].scorer.alpha, beta=decoders[-1].scorer.beta)
+        lm_info.update(zip(("alpha", "beta"), decoders[-1].weights))
         wider = recognizer.make_decoder("beam", lm=lm_path, **options)
         wider.token_min_logp = -8.0  # the pruning threshold's effect on CER and speed
         wider.name = wider.describe()

@@ -223,6 +223,10 @@ def test_cli_lm_build_tune_calibrate_recognize(rendered, tmp_path, capsys):
         assert main(["recognize", ckpt, str(sample.image), "--lm", str(arpa), "--lexicon", str(arpa),
                      "--beam-engine", "flashlight"]) == 2
         assert "no lexicon" in capsys.readouterr().err
+        assert main(["lm", "tune", ckpt, str(rendered["val"]), "--lm", str(arpa), "--alphas", "0,0.5", "--betas", "0,1",
+                     "--beam-width", "4", "--beam-engine", "flashlight", "--no-save"]) == 0
+        out = capsys.readouterr().out  # four settings, each decoded by the C++ engine
+        assert out.count("\n") >= 6 and "best: alpha" in out
         words = tmp_path / "words.txt"
         assert main(["lm", "lexicon", str(rendered["train"]), "--out", str(words)]) == 0
         assert main(["evaluate", ckpt, str(rendered["test"]), "--compare", "--lm", str(arpa), "--lexicon", str(words),

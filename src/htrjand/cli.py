@@ -85,7 +85,7 @@ def _decoder_options(args: argparse.Namespace) -> dict:
             "beta": getattr(args, "beta", None),
             "lexicon": args.lexicon, "lexicon_mode": args.lexicon_mode, "oov_penalty": args.oov_penalty,
             "lm_backend": args.lm_backend, "nbest": getattr(args, "nbest", 5),
-            "engine": getattr(args, "beam_engine", "python")}
+            "engine": args.beam_engine}
 
 
 def _default_model(args: argparse.Namespace) -> None:
@@ -291,7 +291,7 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
         settings = read_sidecar(args.lm)
         settings.update({"alpha": best["alpha"], "beta": best["beta"],
                          "tuned": {"checkpoint": args.checkpoint, "data": list(args.data), "lines": report["lines"],
-                                   "beam_width": args.beam_width, "lexicon": args.lexicon,
+                                   "beam_width": args.beam_width, "engine": args.beam_engine, "lexicon": args.lexicon,
                                    "cer": best["cer"], "wer": best["wer"], "greedy_cer": report["greedy"]["cer"]}})
         print(f"weights stored in {write_sidecar(args.lm, settings)} (used by default with this LM)")
     if args.json:
@@ -444,10 +444,10 @@ def _add_decoder_arguments(p: argparse.ArgumentParser, lm_required: bool = False
     g.add_argument("--lm", required=lm_required, help="n-gram LM: ARPA file (or KenLM binary with the kenlm module)")
     g.add_argument("--lm-backend", choices=("auto", "kenlm", "python"), default="auto",
                    help="LM scorer: kenlm when importable (auto) or the built-in Python one")
+    g.add_argument("--beam-engine", choices=ENGINES, default="python",
+                   help="beam search in Python (default: any LM, lexicons) or in flashlight-text's C++ decoder "
+                        "(pip install 'htrjand[flashlight]'; character LMs, no lexicon; several times faster)")
     if not lm_required:
-        g.add_argument("--beam-engine", choices=ENGINES, default="python",
-                       help="beam search in Python (default: any LM, lexicons) or in flashlight-text's C++ decoder "
-                            "(pip install 'htrjand[flashlight]'; character LMs, no lexicon; several times faster)")
         g.add_argument("--alpha", type=float, help="LM weight (default: tuned value in LM.json, else 0.5)")
         g.add_argument("--beta", type=float, help="insertion bonus per LM token (default: LM.json, else 1.0)")
     g.add_argument("--lexicon", help="word list, one word per line")

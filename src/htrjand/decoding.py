@@ -438,6 +438,25 @@ class Decoder:
             raise DecodingError(str(err)) from None
         return cls(charset, "beam", beam_width, None, nbest, search=search)
 
+    @property
+    def weights(self) -> tuple[float, float] | None:
+        """(alpha, beta) of the beam's LM, or None without an LM."""
+        if self.search is not None:
+            return (self.search.alpha, self.search.beta) if self.search.lm_path else None
+        if self.scorer is None or self.scorer.lm is None:
+            return None
+        return self.scorer.alpha, self.scorer.beta
+
+    def set_weights(self, alpha: float, beta: float) -> None:
+        """Change the LM weight and insertion bonus (as `lm tune` does); the name follows."""
+        if self.weights is None:
+            raise DecodingError("only a beam decoder with a language model has LM weights")
+        if self.search is not None:
+            self.search.set_weights(float(alpha), float(beta))
+        else:
+            self.scorer.alpha, self.scorer.beta = float(alpha), float(beta)
+        self.name = self.describe()
+
     def describe(self) -> str:
         if self.kind == "greedy":
             return "greedy"

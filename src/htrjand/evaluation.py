@@ -160,15 +160,14 @@ def tune_weights(recognizer: LineReader, samples: Sequence[Sample], decoder: Dec
                  batch_size: int = 16, progress=None) -> dict:
     """Grid search of the LM weight alpha and the insertion bonus beta of a beam `decoder` with an
     LM: CER for every setting (ties broken by WER), the best setting, and greedy CER for reference."""
-    scorer = decoder.scorer
-    if decoder.kind != "beam" or scorer is None or scorer.lm is None:
+    if decoder.weights is None:
         raise DecodingError("tuning needs a beam decoder with a language model (--lm)")
     outputs = recognizer.forward(list(samples), batch_size=batch_size)
     greedy, _ = _decode_all(recognizer, samples, outputs, recognizer.decoder)
     grid: list[dict] = []
     for alpha in alphas:
         for beta in betas:
-            scorer.alpha, scorer.beta = float(alpha), float(beta)
+            decoder.set_weights(alpha, beta)
             counter, seconds = _decode_all(recognizer, samples, outputs, decoder)
             t: ErrorTotals = counter.total
             grid.append({"alpha": float(alpha), "beta": float(beta), "cer": t.cer, "wer": t.wer,
@@ -176,7 +175,6 @@ def tune_weights(recognizer: LineReader, samples: Sequence[Sample], decoder: Dec
             if progress:
                 progress(grid[-1])
     best = min(grid, key=lambda g: (g["cer"], g["wer"]))
-    scorer.alpha, scorer.beta = best["alpha"], best["beta"]
-    decoder.name = decoder.describe()
+    decoder.set_weights(best["alpha"], best["beta"])
     return {"lines": len(samples), "greedy": {"cer": greedy.total.cer, "wer": greedy.total.wer},
             "grid": grid, "best": best, "decoder": decoder.name}

@@ -46,8 +46,7 @@ class FlashlightSearch:
         except ImportError:
             raise FlashlightUnavailable("the flashlight beam engine needs flashlight-text "
                                         "(pip install 'htrjand[flashlight]')") from None
-        self.fl, self.charset, self.lm_path = fl, charset, str(lm) if lm else None
-        self.alpha, self.beta, self.beam_width = alpha, beta, beam_width
+        self.fl, self.charset, self.lm_path, self.beam_width = fl, charset, str(lm) if lm else None, beam_width
         tokens = ["<blank>"] + [SPACE if c == " " else c for c in charset.chars]
         if SPACE not in tokens:
             raise LMError("the flashlight beam engine needs a model whose charset has the space")
@@ -64,10 +63,16 @@ class FlashlightSearch:
                               f"({str(err).strip().splitlines()[-1]})") from None
         else:
             self.lm = fl.ZeroLM()
-        self.options = fl.LexiconFreeDecoderOptions(
-            beam_size=2 * beam_width, beam_size_token=min(token_beam, len(tokens)), beam_threshold=prune_logp,
-            lm_weight=alpha * LN10 if lm else 0.0, sil_score=0.0, log_add=True,
-            criterion_type=fl.CriterionType.CTC)
+        self.token_beam, self.prune_logp = min(token_beam, len(tokens)), prune_logp
+        self.set_weights(alpha, beta)
+
+    def set_weights(self, alpha: float, beta: float) -> None:
+        """The LM weight and the insertion bonus (natural-log units, as in `decoding.LanguageScorer`)."""
+        self.alpha, self.beta = alpha, beta
+        self.options = self.fl.LexiconFreeDecoderOptions(
+            beam_size=2 * self.beam_width, beam_size_token=self.token_beam, beam_threshold=self.prune_logp,
+            lm_weight=alpha * LN10 if self.lm_path else 0.0, sil_score=0.0, log_add=True,
+            criterion_type=self.fl.CriterionType.CTC)
 
     def __call__(self, log_probs: np.ndarray, nbest: int = 1) -> list:
         from .decoding import Hypothesis
