@@ -433,7 +433,7 @@ class Decoder:
                 log.warning(message)
             alpha, beta = _weights(lm, settings, alpha, beta)
         try:
-            search = FlashlightSearch(charset, lm, float(alpha or 0.0), float(beta or 0.0), beam_width)
+            search = FlashlightSearch(charset, lm, float(alpha) if lm else 0.0, float(beta) if lm else 0.0, beam_width)
         except FlashlightUnavailable as err:
             raise DecodingError(str(err)) from None
         return cls(charset, "beam", beam_width, None, nbest, search=search)
