@@ -1,14 +1,16 @@
 """Beam search in C++: flashlight-text's lexicon-free CTC decoder with its KenLM scorer.
 
 The optional `--beam-engine flashlight` (pip install 'htrjand[flashlight]'). It runs the same
-search as `decoding.beam_search` (a character LM, no lexicon) several times faster, with two
-differences, both measured in docs/decoding.md:
+search as `decoding.beam_search` (a character LM, no lexicon) several times faster, with these
+differences (measured in docs/decoding.md, "Beam engines"):
 
 * its beam holds alignment states (a prefix ending in blank and ending in a character are two
   entries), so it keeps `2 * beam_width` of them to hold as many prefixes as the Python search;
 * the insertion bonus beta is paid per frame that emits a character rather than per character:
   flashlight's lexicon-free decoder has no per-token bonus, and folding beta into the LM's
-  probabilities would make some of them positive, which KenLM refuses.
+  probabilities would make some of them positive, which KenLM refuses;
+* character positions come from the decoder's own best alignment, and a line cannot start with a
+  space (the decoder puts its word separator, the space, before the line).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .charset import BLANK, Charset
-from .lm import SPACE, LMError, _quiet_stderr
+from .lm import SPACE, LMError, quiet_stderr
 
 LN10 = math.log(10.0)
 # chosen on copiste + hooker validation with the bundled Student and a 6-gram (docs/decoding.md, "Beam engines"):
@@ -56,7 +58,7 @@ class FlashlightSearch:
             for token in tokens:
                 vocabulary.add_entry(token)
             try:
-                with _quiet_stderr():  # KenLM draws a progress bar on stderr while it loads
+                with quiet_stderr():  # KenLM draws a progress bar on stderr while it loads
                     self.lm = KenLM(str(lm), vocabulary)
             except (RuntimeError, OSError) as err:
                 raise LMError(f"{lm}: KenLM (flashlight-text) cannot load this model "

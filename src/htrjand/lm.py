@@ -5,6 +5,8 @@
   in the ARPA format that KenLM, SRILM and pyctcdecode read.
 * `load_lm` opens an ARPA file with the pure-Python reader, or with KenLM (ARPA or KenLM binary)
   when the `kenlm` module is importable; both answer `begin / score / end` in log10.
+* `load_lm_header` reads only an LM's unit and unigrams, for a decoder that loads the file itself
+  (the flashlight beam engine).
 * A sidecar `LM.arpa.json` records the unit, order and the tuned weights (alpha, beta).
 * `Lexicon`: a word list for constraining beam search.
 
@@ -322,7 +324,7 @@ def write_sidecar(path: str | Path, data: dict) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Silence output that C++ code writes to file descriptor 2."""
     try:
         saved = os.dup(2)
@@ -347,7 +349,7 @@ class KenLMModel:
         self._kenlm = kenlm
         self.path = str(path)
         try:
-            with _quiet_stderr():  # KenLM draws a progress bar on stderr while it loads
+            with quiet_stderr():  # KenLM draws a progress bar on stderr while it loads
                 self.model = kenlm.Model(str(path))
         except (OSError, RuntimeError, ValueError) as err:
             raise LMError(f"{path}: KenLM cannot load this model ({str(err).splitlines()[0]})") from None
