@@ -17,6 +17,17 @@ TINY_MODEL = {"channels": [8, 12, 16, 16, 16, 16], "d_model": 32, "heads": 2, "b
               "dropout": 0.0, "cnn_dropout": 0.0}
 
 
+def posterior_frames(charset, spec: list[dict[str, float]], floor: float = -12.0):
+    """Decoder test logits from per-frame posteriors: {'': p_blank, 'a': p_a, ...}; unlisted classes get ~0."""
+    import numpy as np
+
+    z = np.full((len(spec), charset.num_classes), floor)
+    for t, probs in enumerate(spec):
+        for ch, p in probs.items():
+            z[t, 0 if ch == "" else charset.chars.index(ch) + 1] = np.log(p)
+    return z
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     import torch

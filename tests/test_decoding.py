@@ -14,6 +14,8 @@ from htrjand.decoding import (Decoder, DecodingError, LanguageScorer, align, bea
                               log_softmax)
 from htrjand.lm import Lexicon, build_lm
 
+from conftest import posterior_frames
+
 
 def _ctc_logp(log_probs: np.ndarray, labels: list[int]) -> float:
     """log P(labels | frames) summed over all alignments (torch's CTC)."""
@@ -22,15 +24,6 @@ def _ctc_logp(log_probs: np.ndarray, labels: list[int]) -> float:
         return float(lp[:, 0, 0].sum())
     return -float(F.ctc_loss(lp, torch.tensor([labels]), torch.tensor([len(lp)]), torch.tensor([len(labels)]),
                              reduction="sum"))
-
-
-def _frames(charset: Charset, spec: list[dict[str, float]], floor: float = -12.0) -> np.ndarray:
-    """Logits from per-frame posteriors: {'': p_blank, 'a': p_a, ...}; unlisted classes get ~0."""
-    z = np.full((len(spec), charset.num_classes), floor)
-    for t, probs in enumerate(spec):
-        for ch, p in probs.items():
-            z[t, 0 if ch == "" else charset.chars.index(ch) + 1] = math.log(p)
-    return z
 
 
 def test_beam_width_one_equals_greedy_on_peaky_random_logits():
@@ -50,7 +43,7 @@ def test_beam_width_one_equals_greedy_on_peaky_random_logits():
 def test_wide_beam_finds_the_more_probable_text_where_greedy_is_wrong():
     # blank 0.6 / a 0.4 in both frames: best path "" (0.36) but P("a") = 0.16 + 0.24 + 0.24 = 0.64
     cs = Charset(list("a"))
-    z = _frames(cs, [{"": 0.6, "a": 0.4}] * 2)
+    z = posterior_frames(cs, [{"": 0.6, "a": 0.4}] * 2)
     assert Decoder(cs).decode_line(z).text == ""
     best = Decoder(cs, "beam", beam_width=8).decode_line(z)
     assert best.text == "a"
@@ -76,7 +69,7 @@ def test_unpruned_beam_search_is_exact_on_a_small_case():
 
 def test_forced_alignment_spans():
     cs = Charset(list("ab"))
-    z = _frames(cs, [{"": 0.9}, {"a": 0.9}, {"a": 0.9}, {"": 0.9}, {"a": 0.9}, {"b": 0.9}, {"": 0.9}])
+    z = posterior_frames(cs, [{"": 0.9}, {"a": 0.9}, {"a": 0.9}, {"": 0.9}, {"a": 0.9}, {"b": 0.9}, {"": 0.9}])
     lp = log_softmax(z)
     assert align(lp, cs.encode("aab")) == [(1, 3), (4, 5), (5, 6)]
     assert align(lp, cs.encode("aab")) == greedy_path(lp)[1]
@@ -87,7 +80,7 @@ def test_forced_alignment_spans():
 def test_character_lm_changes_the_answer():
     cs = Charset(list("aeht "))
     # "th?" where the last frame slightly prefers 'a' over 'e'
-    z = _frames(cs, [{"t": 0.98}, {"": 0.98}, {"h": 0.98}, {"": 0.98}, {"a": 0.55, "e": 0.44}, {"": 0.98}])
+    z = posterior_frames(cs, [{"t": 0.98}, {"": 0.98}, {"h": 0.98}, {"": 0.98}, {"a": 0.55, "e": 0.44}, {"": 0.98}])
     assert Decoder(cs).decode_line(z).text == "tha"
     assert Decoder(cs, "beam", 8).decode_line(z).text == "tha"
     lm, _ = build_lm(["the", "the hat", "then the", "the the"], 4, "char")
@@ -101,12 +94,12 @@ def test_character_lm_changes_the_answer():
 def test_word_lm_and_lexicon():
     cs = Charset(list("acot "))
     spec = [{"c": 0.98}, {"": 0.98}, {"o": 0.6, "a": 0.39}, {"": 0.98}, {"t": 0.98}, {"": 0.98}]
-    z = _frames(cs, spec)
+    z = posterior_frames(cs, spec)
     assert Decoder(cs, "beam", 8).decode_line(z).text == "cot"
     lm, _ = build_lm(["a cat", "cat", "the cat", "a cat a cat"], 2, "word")
     assert Decoder(cs, "beam", 8, LanguageScorer(cs, lm, alpha=1.0, beta=0.0)).decode_line(z).text == "cat"
     # strict lexicon forces an in-lexicon word even against strong evidence
-    z = _frames(cs, [{"c": 0.98}, {"": 0.98}, {"o": 0.9, "a": 0.09}, {"": 0.98}, {"t": 0.98}])
+    z = posterior_frames(cs, [{"c": 0.98}, {"": 0.98}, {"o": 0.9, "a": 0.09}, {"": 0.98}, {"t": 0.98}])
     lexicon = Lexicon(["cat", "act"])
     strict = LanguageScorer(cs, None, lexicon, strict=True)
     assert Decoder(cs, "beam", 8, strict).decode_line(z).text == "cat"
@@ -117,7 +110,7 @@ def test_word_lm_and_lexicon():
 def test_positions_confidences_and_words():
     cs = Charset(list("abc "))
     spec = [{"": 0.9}, {"a": 0.9}, {"a": 0.8}, {"": 0.9}, {"b": 0.7}, {" ": 0.9}, {"": 0.9}, {"c": 0.6}]
-    z = _frames(cs, spec, floor=-6.0)
+    z = posterior_frames(cs, spec, floor=-6.0)
     # 8 frames at stride 8 = 64 normalised pixels; the original image was 120 px wide: 15 px per frame
     for decoder in (Decoder(cs), Decoder(cs, "beam", 4)):
         d = decoder.decode_line(z, px_per_frame=8 * 120 / 64, width=120)

@@ -6,6 +6,8 @@ from htrjand.charset import Charset
 from htrjand.decoding import Decoder, DecodingError
 from htrjand.lm import LMError, build_lm
 
+from conftest import posterior_frames
+
 pytest.importorskip("flashlight.lib.text.decoder")
 
 
@@ -43,10 +45,7 @@ def test_flashlight_beam_reads_as_the_python_beam_without_lm():
 
 def test_flashlight_character_lm_changes_the_answer(tmp_path):
     cs = Charset(list("aeht "))
-    z = np.full((6, cs.num_classes), -12.0)
-    for t, probs in enumerate([{"t": .98}, {"": .98}, {"h": .98}, {"": .98}, {"a": .55, "e": .44}, {"": .98}]):
-        for ch, p in probs.items():
-            z[t, 0 if ch == "" else cs.chars.index(ch) + 1] = np.log(p)
+    z = posterior_frames(cs, [{"t": .98}, {"": .98}, {"h": .98}, {"": .98}, {"a": .55, "e": .44}, {"": .98}])
     arpa = _arpa(tmp_path, ["the", "the hat", "then the", "the the"])
     with_lm = Decoder.from_options(cs, "beam", 8, lm=arpa, alpha=1.0, beta=0.0, engine="flashlight").decode_line(z)
     assert with_lm.text == "the"

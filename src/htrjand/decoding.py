@@ -86,19 +86,24 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-def greedy_path(log_probs: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
-    """Best path: labels after merging repeats and dropping blanks, with each label's frame span."""
+def collapse(path: Sequence[int], previous: int = BLANK) -> tuple[list[int], list[tuple[int, int]]]:
+    """A CTC frame path's labels (repeats merged, blanks dropped) with each label's frame span.
+    `previous` is the token before the first frame: frames repeating it start no label."""
     labels: list[int] = []
     spans: list[tuple[int, int]] = []
-    prev = BLANK
-    for t, f in enumerate(log_probs.argmax(-1).tolist()):
-        if f != BLANK and f != prev:
+    for t, f in enumerate(path):
+        if f != BLANK and f != previous:
             labels.append(f)
             spans.append((t, t + 1))
-        elif f != BLANK:  # repeat of the same character: extend it
+        elif f != BLANK and spans:  # repeat of the same character: extend it
             spans[-1] = (spans[-1][0], t + 1)
-        prev = f
+        previous = f
     return labels, spans
+
+
+def greedy_path(log_probs: np.ndarray) -> tuple[list[int], list[tuple[int, int]]]:
+    """Best path: labels after merging repeats and dropping blanks, with each label's frame span."""
+    return collapse(log_probs.argmax(-1).tolist())
 
 
 def align(log_probs: np.ndarray, labels: Sequence[int]) -> list[tuple[int, int]]:
@@ -419,7 +424,8 @@ class Decoder:
         return cls(charset, kind, beam_width, scorer, nbest)
 
     @classmethod
-    def _flashlight(cls, charset: Charset, beam_width: int, lm, alpha, beta, lexicon, nbest: int) -> "Decoder":
+    def _flashlight(cls, charset: Charset, beam_width: int, lm: str | Path | None, alpha: float | None,
+                    beta: float | None, lexicon: str | Path | None, nbest: int) -> "Decoder":
         from .flashlight_search import FlashlightSearch, FlashlightUnavailable
 
         if lexicon:
@@ -526,4 +532,4 @@ def greedy_decode(logits: Tensor, lengths: Tensor, charset: Charset) -> list[Dec
 
 
 __all__ = ["Candidate", "Decoded", "Decoder", "DecodingError", "LMError", "LanguageScorer", "Word", "align",
-           "beam_search", "greedy_decode", "greedy_path", "log_softmax"]
+           "beam_search", "collapse", "greedy_decode", "greedy_path", "log_softmax"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .charset import BLANK, Charset
+from .decoding import Hypothesis, collapse
 from .lm import SPACE, LMError, quiet_stderr
 
 LN10 = math.log(10.0)
@@ -76,9 +77,7 @@ class FlashlightSearch:
             lm_weight=alpha * LN10 if self.lm_path else 0.0, sil_score=0.0, log_add=True,
             criterion_type=self.fl.CriterionType.CTC)
 
-    def __call__(self, log_probs: np.ndarray, nbest: int = 1) -> list:
-        from .decoding import Hypothesis
-
+    def __call__(self, log_probs: np.ndarray, nbest: int = 1) -> list[Hypothesis]:
         emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
         if self.beta:
             emissions[:, BLANK + 1:] += self.beta
@@ -89,19 +88,12 @@ class FlashlightSearch:
         hypotheses, seen = [], set()
         for result in sorted(results, key=lambda r: r.score, reverse=True):
             path = result.tokens[1:-1]  # the decoder adds its word separator (the space) at both ends
-            labels, spans, previous = [], [], self.space  # the first frame continues that leading separator
-            for t, token in enumerate(path):
-                if token != previous and token != BLANK:
-                    labels.append(token)
-                    spans.append((t, t + 1))
-                elif token == previous and token != BLANK and spans:  # the same character goes on
-                    spans[-1] = (spans[-1][0], t + 1)
-                previous = token
+            labels, spans = collapse(path, self.space)  # the first frame continues that leading separator
             key = tuple(labels)
             if key in seen:  # another alignment of the same text
                 continue
             seen.add(key)
-            emitting = sum(1 for token in path if token != BLANK)
+            emitting = len(path) - path.count(BLANK)  # frames that were paid beta
             hypotheses.append(Hypothesis(labels, result.score, result.emittingModelScore - self.beta * emitting,
                                          result.lmScore * LN10, spans))
             if len(hypotheses) >= max(nbest, 1):
