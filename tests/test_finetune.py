@@ -157,6 +157,30 @@ def test_init_with_narrower_channels_prunes_and_learns_faster_than_from_scratch(
     assert errors["pruned"] < 0.5 and errors["pruned"] < errors["scratch"] / 2, errors  # the kept weights count
 
 
+def test_init_with_a_wider_feed_forward_keeps_the_output_then_trains_the_new_units(base, lines8, tmp_path):
+    samples = read_dataset(lines8)
+    images, truth = [s.image for s in samples], [s.text for s in samples]
+    before = cer(truth, [r.text for r in load(base).recognize(images)])
+    init = Init.load(str(base), "keep", Charset([]))
+    old = HTRNet(init.model, init.charset.num_classes).eval()
+    old.load_state_dict(init.state_dict)
+    wide = HTRNet(init.architecture({"ffn_mult": init.model.ffn_mult + 2}), init.charset.num_classes).eval()
+    init.apply(wide)
+    lines = [to_ink(normalize_height(load_line(image), 64)) for image in images]
+    batch, widths = (torch.from_numpy(a) for a in pad_batch(lines, 8))
+    with torch.no_grad():
+        assert torch.allclose(old(batch, widths)[0], wide(batch, widths)[0], atol=1e-6)  # the same function
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in old.parameters())
+    out = tmp_path / "wide"
+    train(_config(lines8, out, model={"ffn_mult": init.model.ffn_mult + 2}, init=str(base), epochs=20, val_every=20, lr=1e-3))
+    new = read_checkpoint(out / "last.ckpt")
+    assert new["hyper_parameters"]["htrjand"]["init"]["widened_ffn"] == [init.model.ffn_mult, init.model.ffn_mult + 2]
+    hidden = init.model.ffn_mult * init.model.d_model
+    assert new["state_dict"]["model.blocks.0.ffn.3.weight"][:, hidden:].abs().sum() > 0  # the new units took part
+    after = cer(truth, [r.text for r in load(out / "last.ckpt").recognize(images)])
+    assert after < before - 0.05, (before, after)  # and the widened network went on learning
+
+
 def test_init_with_options_that_change_weight_shapes_is_a_clear_error(base, lines8, tmp_path):
     with pytest.raises(ConfigError, match=r"--init .*channels=.*do not fit its weights \(cnn\.5"):
         train(_config(lines8, tmp_path / "x", model={"channels": [8, 12, 16, 16, 16, 24]}, init=str(base)))

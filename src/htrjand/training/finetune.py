@@ -1,7 +1,9 @@
 """Fine-tuning: start a run from a trained checkpoint's weights, with its charset kept, extended by
 the new training text's characters, or replaced, optionally with the CNN frozen, and optionally with
-architecture options changed: options that keep every weight's shape (e.g. more light blocks) or
-narrower CNN channels (the most used channels are kept: training/prune.py). Both give a faster model."""
+architecture options changed: options that keep every weight's shape (e.g. more light blocks),
+narrower CNN channels (the most used channels are kept: training/prune.py; both give a faster model) or
+a wider feed-forward (`ffn_mult`; the new units start silent, so the network first computes what it
+did and training then uses the added capacity)."""
 from __future__ import annotations
 
 import logging
@@ -75,8 +77,9 @@ class Init:
         model = self.target = replace(self.model, **changed)
         if not changed:
             return model
-        pruned = narrowing(self.model, model)
-        check = replace(model, channels=self.model.channels) if pruned else model
+        pruned, widened = narrowing(self.model, model), widening(self.model, model)
+        check = replace(model, channels=self.model.channels if pruned else model.channels,
+                        ffn_mult=self.model.ffn_mult if widened else model.ffn_mult)
         try:
             with torch.device("meta"):
                 shapes = {k: v.shape for k, v in HTRNet(check, 2).state_dict().items() if not k.startswith("head.")}
@@ -90,16 +93,21 @@ class Init:
                 f"--init {self.path}: model options {', '.join(f'{k}={v}' for k, v in changed.items())} do not "
                 f"fit its weights ({misfits[0]}: {tuple(ours.get(misfits[0], ()))} in the checkpoint, "
                 f"{tuple(shapes.get(misfits[0], ()))} needed); with --init only options that keep every weight's "
-                "shape (e.g. light_blocks, dropout, window) and narrower channels (as many blocks, none wider) "
-                "can change: drop the others or train from scratch")
-        log.info("fine-tuning with a changed architecture: %s%s",
+                "shape (e.g. light_blocks, dropout, window), narrower channels (as many blocks, none wider) "
+                "and a larger ffn_mult can change: drop the others or train from scratch")
+        log.info("fine-tuning with a changed architecture: %s%s%s",
                  ", ".join(f"{k} {getattr(self.model, k)} -> {v}" for k, v in changed.items()),
-                 " (channels narrowed: each block keeps its most used channels)" if pruned else "")
+                 " (channels narrowed: each block keeps its most used channels)" if pruned else "",
+                 " (feed-forward widened: the new units start with zero output weights)" if widened else "")
         return model
 
     @property
     def prunes(self) -> bool:
         return self.target is not None and narrowing(self.model, self.target)
+
+    @property
+    def widens(self) -> bool:
+        return self.target is not None and widening(self.model, self.target)
 
     def apply(self, net: torch.nn.Module, probe: Iterable | None = None) -> None:
         """Load the weights into `net` (built for `self.charset`): output rows of characters the old
@@ -120,6 +128,8 @@ class Init:
         mean_w, mean_b = weight[1:].mean(0), bias[1:].mean()
         state["head.weight"] = torch.stack([weight[r] if r >= 0 else mean_w for r in rows])
         state["head.bias"] = torch.stack([bias[r] if r >= 0 else mean_b for r in rows])
+        if self.widens:
+            state = widen_feed_forward(state, net.state_dict())
         net.load_state_dict(state)
         if self.prunes:
             recalibrate_norms(net, batches)
@@ -128,4 +138,27 @@ class Init:
         return {"from": str(self.path), "old_charset_size": len(self.old), "added": self.added,
                 "dropped": self.dropped,
                 **({"narrowed_channels": [list(self.model.channels), list(self.target.channels)]}
-                   if self.prunes else {})}
+                   if self.prunes else {}),
+                **({"widened_ffn": [self.model.ffn_mult, self.target.ffn_mult]}
+                   if self.widens else {})}
+
+
+def widening(old: ModelConfig, new: ModelConfig) -> bool:
+    """Whether `new` has a wider feed-forward than `old` (a larger `ffn_mult`)."""
+    return new.ffn_mult > old.ffn_mult
+
+
+def widen_feed_forward(state: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with each attention block's feed-forward grown to the hidden width of `fresh` (a newly
+    initialised network's state): the trained units keep their weights, the new ones take `fresh`'s
+    input weights and biases and zero output weights, so the block's output is unchanged until
+    training gives them a say."""
+    grown = dict(state)
+    for key, old in state.items():
+        new = fresh[key]
+        if old.shape == new.shape or ".ffn." not in key:
+            continue
+        out = torch.zeros_like(new) if key.endswith(".ffn.3.weight") else new.clone()
+        out[tuple(slice(0, n) for n in old.shape)] = old
+        grown[key] = out
+    return grown
