@@ -112,6 +112,12 @@ def test_init_with_more_light_blocks_gives_the_faster_network_which_relearns(bas
     assert converted > 0.3 and after < converted / 3, (converted, after)  # the change matters; training repairs it
 
 
+def _padded(images):
+    """`(images, widths)` tensors of line image files, as the network reads them."""
+    lines = [to_ink(normalize_height(load_line(image), 64)) for image in images]
+    return tuple(torch.from_numpy(a) for a in pad_batch(lines, 8))
+
+
 def test_narrowing_keeps_the_used_channels_and_the_output(rendered):
     """Channels nothing reads (zeroed weights) score lowest; cutting them leaves the logits unchanged."""
     torch.manual_seed(0)
@@ -130,8 +136,7 @@ def test_narrowing_keeps_the_used_channels_and_the_output(rendered):
             else:
                 net.project.weight.view(net.project.weight.shape[0], config.channels[i], -1)[:, dead] = 0
             block.se.fc1.weight[:, dead] = 0
-    lines = [to_ink(normalize_height(load_line(s.image), 64)) for s in read_dataset(rendered["train"])[:4]]
-    images, widths = (torch.from_numpy(a) for a in pad_batch(lines, 8))
+    images, widths = _padded([s.image for s in read_dataset(rendered["train"])[:4]])
     scores = channel_scores(net, [(images, widths)])
     small = HTRNet(replace(config, channels=narrow), 20).eval()
     small.load_state_dict(narrow_state(net.state_dict(), config, small.config, scores))
@@ -166,8 +171,7 @@ def test_init_with_a_wider_feed_forward_keeps_the_output_then_trains_the_new_uni
     old.load_state_dict(init.state_dict)
     wide = HTRNet(init.architecture({"ffn_mult": init.model.ffn_mult + 2}), init.charset.num_classes).eval()
     init.apply(wide)
-    lines = [to_ink(normalize_height(load_line(image), 64)) for image in images]
-    batch, widths = (torch.from_numpy(a) for a in pad_batch(lines, 8))
+    batch, widths = _padded(images)
     with torch.no_grad():
         assert torch.allclose(old(batch, widths)[0], wide(batch, widths)[0], atol=1e-6)  # the same function
     assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in old.parameters())

@@ -77,7 +77,7 @@ class Init:
         model = self.target = replace(self.model, **changed)
         if not changed:
             return model
-        pruned, widened = narrowing(self.model, model), widening(self.model, model)
+        pruned, widened = self.prunes, self.widens
         check = replace(model, channels=self.model.channels if pruned else model.channels,
                         ffn_mult=self.model.ffn_mult if widened else model.ffn_mult)
         try:
