@@ -129,6 +129,60 @@ def test_sigkill_at_random_moments_then_resume_matches_uninterrupted(rendered, t
     assert not list(out.glob(".*.tmp"))  # half-written files of killed runs are cleaned up
 
 
+# ---- SIGTERM / Ctrl-C: stop after the step, saved ---------------------------------------------------
+def _stop(rendered, out, signum, workers: str) -> tuple[subprocess.CompletedProcess, int]:
+    """Start `htrjand train` (no step checkpoints) in its own session, send `signum` to the whole
+    session (as a terminal's Ctrl-C or a scheduler does) once epoch 0's checkpoint is written, and
+    return the finished process with the step of that epoch-end checkpoint."""
+    command = _command(rendered, out)
+    command[command.index("--checkpoint-every") + 1] = "1000"
+    command[command.index("--workers") + 1] = workers
+    last = out / "last.ckpt"
+    proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while _digest_id(last) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, f"training ended before the signal: {proc.stderr.read()[-2000:]}"
+    saved = read_checkpoint(last)["global_step"]
+    os.killpg(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(command, proc.returncode, "", stderr), saved
+
+
+def test_ctrl_c_stops_after_the_step_with_it_saved_and_the_resumed_run_matches_uninterrupted(
+        rendered, tmp_path, uninterrupted):
+    """A Ctrl-C part-way through epoch 1 of a run that writes no step checkpoints: the run finishes its
+    step, saves it and exits with 130 and a message naming the step (no traceback), so nothing after
+    epoch 0's checkpoint is lost; `--resume auto` then ends with the uninterrupted run's weights."""
+    reference, full = uninterrupted
+    out = tmp_path / "stopped"
+    stopped, epoch_end = _stop(rendered, out, signal.SIGINT, workers="0")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr
+    step = read_checkpoint(out / "last.ckpt")["global_step"]
+    assert f"stopped by SIGINT at step {step}: {out / 'last.ckpt'}" in stopped.stderr
+    assert epoch_end == 8 < step < full["steps"]
+    assert not (out / "summary.json").exists()  # a stopped run is not a finished one
+    done = subprocess.run(_command(rendered, out), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == full["steps"]
+    assert _largest_difference(reference, out / "last.ckpt") <= TOLERANCE
+
+
+def test_sigterm_to_the_whole_job_with_loader_workers_stops_cleanly(rendered, tmp_path):
+    """SIGTERM to every process of the job (Slurm's preemption and scancel, `kill -- -PGID`) with a
+    loader worker: the worker does not die mid-batch (before, the main process then failed with
+    "DataLoader worker ... is killed by signal: Terminated" and lost every step since the last save);
+    the run saves the step it was in and exits with 143."""
+    out = tmp_path / "stopped"
+    stopped, epoch_end = _stop(rendered, out, signal.SIGTERM, workers="1")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr and "DataLoader worker" not in stopped.stderr
+    step = read_checkpoint(out / "last.ckpt")["global_step"]
+    assert f"stopped by SIGTERM at step {step}" in stopped.stderr and step > epoch_end
+
+
 _KILL_IN_WRITE = """
 import os, signal, sys
 from pathlib import Path

@@ -919,7 +919,8 @@ def _add_pipeline_command(sub) -> None:
 USER_ERRORS = (("charmap", "MappingError"), ("checkpoint", "CheckpointError"), ("config", "ConfigError"),
                ("datasets.sample", "DataError"), ("decoding", "DecodingError"), ("images", "ImageError"),
                ("lm", "LMError"), ("correction", "CorrectionError"), ("export", "ExportError"),
-               ("runtime", "ModelFileError"), ("training.faults", "NumericalFault"))
+               ("runtime", "ModelFileError"), ("training.faults", "NumericalFault"),
+               ("training.faults", "StopRequested"))
 
 
 def _user_errors() -> tuple[type, ...]:
@@ -941,8 +942,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not isinstance(err, _user_errors()):
             raise
-        print(f"htrjand: error: {err}", file=sys.stderr)
-        return 2
+        code = getattr(err, "exit_code", 2)  # a stop on a signal: 128 + its number, as the shell reports one
+        print(f"htrjand: {'error: ' if code == 2 else ''}{err}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

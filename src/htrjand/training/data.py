@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, Dataset
 
 from ..augment import Augmenter
@@ -20,6 +24,37 @@ from .sampler import WidthBucketSampler
 from .linecache import LineCache, choose_mode, report_failures
 
 log = logging.getLogger("htrjand")
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX
+
+
+def _worker_init(worker_id: int, rank: int = 0) -> None:
+    """A loader worker: seeded as Lightning seeds them (`seed_everything(workers=True)`), and deaf to
+    SIGINT/SIGTERM, which a terminal's Ctrl-C or a scheduler sends to every process of a job: the main
+    process finishes its step, saves and shuts the workers down (faults.StopSignals)."""
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):
+        pl_worker_init_function(worker_id, rank)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    if _MASKS:  # blocked since the fork (SignalSafeLoader); one sent meanwhile is now dropped
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class SignalSafeLoader(DataLoader):
+    """A DataLoader that starts its workers with SIGINT/SIGTERM blocked, so that a signal to the whole
+    job cannot kill a worker before `_worker_init` makes it ignore them; the main process receives it
+    as soon as the workers are started."""
+
+    def __iter__(self):
+        if not (self.num_workers and _MASKS):
+            return super().__iter__()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _name(s: Sample) -> str:
@@ -195,9 +230,10 @@ class LineDataModule(L.LightningDataModule):
         if shuffle:
             sampler.epoch, sampler.skip_batches = self.resume_epoch, self.resume_batches
             self.resume_batches = 0
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=self.collate,
-                          generator=torch.Generator().manual_seed(self.seed), persistent_workers=False,
-                          pin_memory=torch.cuda.is_available())
+        return SignalSafeLoader(dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=self.collate,
+                                generator=torch.Generator().manual_seed(self.seed), persistent_workers=False,
+                                pin_memory=torch.cuda.is_available(),
+                                worker_init_fn=partial(_worker_init, rank=rank) if self.workers else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

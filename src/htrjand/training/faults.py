@@ -1,12 +1,16 @@
-"""Surviving faults in training: resume state at an epoch's end, and non-finite losses or gradients.
+"""Surviving faults in training: resume state at an epoch's end, stop signals, and non-finite
+losses or gradients.
 
 `settle_epoch_end` rewrites the loop state of a checkpoint written at an epoch's end so that
-Lightning resumes it exactly; `NumericalGuard` skips optimiser steps whose loss or gradients are
-not finite and stops a run that keeps producing them (docs/reliability.md).
+Lightning resumes it exactly; `StopSignals` turns SIGTERM or a first Ctrl-C into a stop after the
+current training step with the run's state saved; `NumericalGuard` skips optimiser steps whose loss
+or gradients are not finite and stops a run that keeps producing them (docs/reliability.md).
 """
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 import lightning as L
 import torch
@@ -80,6 +84,63 @@ def replay_epoch_end_schedulers(trainer: L.Trainer, metrics: dict) -> None:
     for config in trainer.lr_scheduler_configs:
         if config.interval == "epoch" and config.reduce_on_plateau and config.monitor in metrics:
             config.scheduler.step(metrics[config.monitor])
+
+
+# ---- stop signals -------------------------------------------------------------------------------
+class StopRequested(Exception):
+    """Training stopped on a signal after saving its state (`exit_code` = 128 + the signal number)."""
+
+    def __init__(self, signum: int, step: int, checkpoint):
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}: {checkpoint} holds the run; the same command with "
+                         f"--resume auto continues it")
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """SIGTERM (`kill`, a scheduler's preemption) or a first Ctrl-C asks the run to stop once the current
+    training step is done and saved, instead of dying mid-step: `requested(trainer)` says so at a step's
+    end (every process of a multi-process run agrees on the same step). A second signal stops at once,
+    as without this (a SIGTERM by its default action, Ctrl-C by KeyboardInterrupt). The handlers are
+    installed when training starts, after Lightning's own, and put back when it ends."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is not None:  # the second signal: stop at once
+            self.restore()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+        log.warning("%s received: stopping once the current training step is done and saved (send it again to "
+                    "stop at once)", signal.Signals(signum).name)
+
+    def requested(self, trainer: L.Trainer) -> bool:
+        asked = self.received is not None
+        if trainer.world_size > 1:  # every process stops after the same step
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+            if asked and self.received is None:
+                self.received = signal.SIGTERM
+        return asked
+
+    def stopped(self, trainer: L.Trainer, checkpoint) -> StopRequested:
+        return StopRequested(self.received or signal.SIGTERM, trainer.global_step, checkpoint)
 
 
 # ---- numerical faults ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from ..datasets import DatasetSpec, Problems, Sample, read_dataset, read_dataset
 from ..model import ModelConfig, count_parameters
 from .data import LineDataModule, LineDataset, cache_lines, prepare_samples
 from .distill import Distillation
-from .faults import NumericalGuard
+from .faults import NumericalGuard, StopSignals
 from .finetune import Init
 from .module import HTRModule
 from .prune import probe_batches
@@ -330,30 +330,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class _LastCheckpoint(L.Callback):
     """Writes OUTPUT/last.ckpt every N steps, at every epoch end and where training stops (a time
-    limit part-way through an epoch included), for `--resume`."""
+    limit part-way through an epoch included), for `--resume`. On SIGTERM or a first Ctrl-C it writes
+    it at the end of the current step (after the epoch's validation, at an epoch's last step) and
+    stops the run with `StopRequested`."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every = path, max(1, every)
         self.saved_step = -1
+        self.signals = StopSignals()
 
     def _save(self, trainer) -> None:
-        trainer.save_checkpoint(self.path)
-        self.saved_step = trainer.global_step
+        if trainer.global_step != self.saved_step:
+            trainer.save_checkpoint(self.path)
+            self.saved_step = trainer.global_step
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.saved_step = trainer.global_step  # a resumed run's checkpoint already holds this step
+        self.signals.install()  # after Lightning's handlers, which it registers just before
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stop = self.signals.requested(trainer)
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return  # the epoch-end checkpoint follows, with the epoch's validation in it
-        if trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
+        if stop or trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
             self._save(trainer)
+        if stop:
+            raise self.signals.stopped(trainer, self.path)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # only a finished epoch: a run stopped part-way (max_steps, max_time) is saved by on_train_end
         if trainer.fit_loop.epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
             self._save(trainer)
+            if self.signals.requested(trainer):
+                raise self.signals.stopped(trainer, self.path)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.global_step != self.saved_step:
-            self._save(trainer)
+        self.signals.restore()
+        self._save(trainer)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.signals.restore()
+        if isinstance(exception, KeyboardInterrupt) and self.path.is_file():  # a second Ctrl-C
+            log.warning("interrupted at step %d: %s holds step %d, its last save; the same command with --resume "
+                        "auto continues from there", trainer.global_step, self.path, self.saved_step)
