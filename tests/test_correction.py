@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import signal
 import sys
 
 import numpy as np
@@ -268,6 +270,32 @@ def test_resume_continues_exactly(tmp_path):
     with pytest.raises(Stop):
         train_corrector(TrainSettings(output=str(tmp_path / "resumed"), **common), on_step=stop_at_3)
     assert not (tmp_path / "resumed" / "corrector.json").exists()
+    train_corrector(TrainSettings(output=str(tmp_path / "resumed"), resume=True, **common))
+    a = Corrector.load(tmp_path / "straight").model.state_dict()
+    b = Corrector.load(tmp_path / "resumed").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_stops_after_the_step_with_the_state_saved_and_the_resume_is_exact(tmp_path):
+    """SIGTERM part-way (no periodic saves): training stops after the step it is in with its state
+    saved (StopRequested, exit code 143, naming step and file); the resumed run ends like a straight one."""
+    from htrjand.training.faults import StopRequested
+
+    report, corpus = write_toy_data(tmp_path, pages=6, corpus_lines=20)
+    common = dict(reports=[str(report)], corpora=[str(corpus)], steps=6, save_every=1000, dropout=0.1,
+                  max_pair_cer=1.0, **{k: v for k, v in MICRO.items() if k != "dropout"})
+    train_corrector(TrainSettings(output=str(tmp_path / "straight"), **common))
+
+    def terminate_at_3(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(StopRequested, match=r"stopped by SIGTERM at step 3: .*with --resume continues") as stop:
+        train_corrector(TrainSettings(output=str(tmp_path / "resumed"), **common), on_step=terminate_at_3)
+    assert stop.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+    assert torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=True)["step"] == 3
     train_corrector(TrainSettings(output=str(tmp_path / "resumed"), resume=True, **common))
     a = Corrector.load(tmp_path / "straight").model.state_dict()
     b = Corrector.load(tmp_path / "resumed").model.state_dict()

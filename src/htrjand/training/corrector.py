@@ -28,6 +28,7 @@ from ..correction import (BYTE_VOCAB, EOS, FORMAT, FORMAT_VERSION, META_FILE, PA
                           _transformers, encode_input, neighbours, page_key, read_report, recogniser_charset)
 from ..datasets import DataError, Problems
 from ..datasets.idlists import text_lines
+from .faults import StopSignals
 
 log = logging.getLogger("htrjand")
 
@@ -466,6 +467,8 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
     out.mkdir(parents=True, exist_ok=True)
     (out / NOISE_FILE).write_text(json.dumps(noise.to_dict(), ensure_ascii=False), encoding="utf-8")
     losses, updating = [], False
+    signals = StopSignals()  # SIGTERM or a first Ctrl-C: stop after the step, saved
+    signals.install()
     try:
         while step < steps and time_spent() < 1:
             batch = _batch([data.draw() for _ in range(settings.batch_size)], tokenizer, settings, device)
@@ -492,11 +495,16 @@ def train_corrector(settings: TrainSettings, on_step: Callable[[int, float], Non
                 save_state()
             if on_step is not None:
                 on_step(step, losses[-1])
-    except KeyboardInterrupt:
+            if signals.received is not None:
+                save_state()
+                raise signals.stopped(step, state_file, resume="--resume")
+    except KeyboardInterrupt:  # a second Ctrl-C
         if not updating:
             save_state()
         log.warning("interrupted at step %d; continue with --resume (from the last saved state)", step)
         raise
+    finally:
+        signals.restore()
     if step < steps:
         log.info("time limit %s reached at step %d of %d", settings.max_time, step, steps)
     final = evaluate_pairs(corrector, val)

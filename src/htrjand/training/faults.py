@@ -90,10 +90,10 @@ def replay_epoch_end_schedulers(trainer: L.Trainer, metrics: dict) -> None:
 class StopRequested(Exception):
     """Training stopped on a signal after saving its state (`exit_code` = 128 + the signal number)."""
 
-    def __init__(self, signum: int, step: int, checkpoint):
+    def __init__(self, signum: int, step: int, checkpoint, resume: str = "--resume auto"):
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} at step {step}: {checkpoint} holds the run; the same command with "
-                         f"--resume auto continues it")
+                         f"{resume} continues it")
         self.exit_code = 128 + signum
 
 
@@ -132,6 +132,7 @@ class StopSignals:
                     "stop at once)", signal.Signals(signum).name)
 
     def requested(self, trainer: L.Trainer) -> bool:
+        """Whether to stop after this step (`received`, agreed by all processes of a Lightning run)."""
         asked = self.received is not None
         if trainer.world_size > 1:  # every process stops after the same step
             asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
@@ -139,8 +140,8 @@ class StopSignals:
                 self.received = signal.SIGTERM
         return asked
 
-    def stopped(self, trainer: L.Trainer, checkpoint) -> StopRequested:
-        return StopRequested(self.received or signal.SIGTERM, trainer.global_step, checkpoint)
+    def stopped(self, step: int, checkpoint, resume: str = "--resume auto") -> StopRequested:
+        return StopRequested(self.received or signal.SIGTERM, step, checkpoint, resume)
 
 
 # ---- numerical faults ---------------------------------------------------------------------------

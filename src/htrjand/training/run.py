@@ -355,14 +355,14 @@ class _LastCheckpoint(L.Callback):
         if stop or trainer.global_step % self.every == 0 or trainer.global_step == trainer.max_steps:
             self._save(trainer)
         if stop:
-            raise self.signals.stopped(trainer, self.path)
+            raise self.signals.stopped(trainer.global_step, self.path)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # only a finished epoch: a run stopped part-way (max_steps, max_time) is saved by on_train_end
         if trainer.fit_loop.epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
             self._save(trainer)
             if self.signals.requested(trainer):
-                raise self.signals.stopped(trainer, self.path)
+                raise self.signals.stopped(trainer.global_step, self.path)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.signals.restore()
