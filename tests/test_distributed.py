@@ -6,12 +6,16 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from htrjand.checkpoint import read_checkpoint
 from htrjand.training.sampler import WidthBucketSampler
 
 from conftest import TINY_MODEL
@@ -261,3 +265,46 @@ def test_train_passes_num_nodes_and_devices_to_lightning(monkeypatch, rendered, 
               "--output", str(tmp_path / "run"), "--num-nodes", "2", "--devices", "4", "--strategy", "ddp",
               "--accelerator", "cpu", "--workers", "0", "--progress", "false", *_model_flags()])
     assert seen["num_nodes"] == 2 and seen["devices"] == 4 and seen["strategy"] == "ddp"
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(rendered, tmp_path):
+    """SIGTERM to rank 1 alone, part-way through a 2-rank DDP run: both ranks agree to stop after the same
+    step (rank 0 learns it through the per-step reduction), save it once and exit with 143; nothing hangs
+    in a collective that one rank left."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "htrjand", "train", "--preset", "student", "--train", str(rendered["train"]),
+           "--val", str(rendered["val"]), "--output", str(out), "--epochs", "50", "--batch-size", "8",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--workers", "0", "--augment", "0",
+           "--warmup-steps", "2", "--progress", "false", "--checkpoint-every", "1000", *_model_flags()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        last, deadline = out / "last.ckpt", time.time() + 300
+        while not last.with_name("last.ckpt.sha256").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)  # epoch 0's checkpoint (4 steps)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        ranks = [pid for pid in _children(proc.pid) if "htrjand" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(ranks) == 1, ranks
+        os.kill(ranks[0], signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)  # a rank left waiting in a collective would hang here
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, stderr[-3000:]
+    step = read_checkpoint(last)["global_step"]
+    assert step > 4 and f"stopped by SIGTERM at step {step}" in stderr
+    assert "Traceback" not in stderr
