@@ -87,6 +87,9 @@ def replay_epoch_end_schedulers(trainer: L.Trainer, metrics: dict) -> None:
 
 
 # ---- stop signals -------------------------------------------------------------------------------
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a terminal's Ctrl-C; kill, schedulers, container stops
+
+
 class StopRequested(Exception):
     """Training stopped on a signal after saving its state (`exit_code` = 128 + the signal number)."""
 
@@ -104,15 +107,13 @@ class StopSignals:
     as without this (a SIGTERM by its default action, Ctrl-C by KeyboardInterrupt). The handlers are
     installed when training starts, after Lightning's own, and put back when it ends."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
     def __init__(self):
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
