@@ -82,6 +82,7 @@ def run_demo(output: str | Path = "runs/demo", train_lines: int = 1500, epochs: 
     from .evaluation import evaluate, format_report
     from .recognition import load
     from .training import train
+    from .training.faults import StopRequested
 
     output = Path(output)
     manifests = make_dataset(output / "rendered", {"train": train_lines, "val": 100, "test": 100}, seed)
@@ -93,7 +94,10 @@ def run_demo(output: str | Path = "runs/demo", train_lines: int = 1500, epochs: 
                   "seed": seed, "progress": progress, "checkpoint_every": 100, "patience": 100},
         "model": {"dropout": 0.05, "cnn_dropout": 0.1},
     })
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    except StopRequested as stop:  # the demo has no --resume: a stop just ends it
+        raise StopRequested(stop.signum, stop.step, resume=None) from None
     recognizer = load(summary["best_checkpoint"])
     report = evaluate(recognizer, read_dataset(manifests["test"]))
     print(format_report(report))

@@ -93,11 +93,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a terminal's Ctrl-C; kill, sch
 class StopRequested(Exception):
     """Training stopped on a signal after saving its state (`exit_code` = 128 + the signal number)."""
 
-    def __init__(self, signum: int, step: int, checkpoint, resume: str = "--resume auto"):
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} at step {step}: {checkpoint} holds the run; the same command with "
-                         f"{resume} continues it")
-        self.exit_code = 128 + signum
+    def __init__(self, signum: int, step: int, checkpoint=None, resume: str | None = "--resume auto"):
+        hint = f": {checkpoint} holds the run; the same command with {resume} continues it" if resume else ""
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}{hint}")
+        self.signum, self.step, self.exit_code = signum, step, 128 + signum
 
 
 class StopSignals:
