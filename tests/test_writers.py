@@ -3,6 +3,8 @@ ALTO v2 fixtures), text/TSV/JSON, the `htrjand recognize` output options, and pa
 import json
 import math
 import re
+import signal
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,9 @@ from htrjand.datasets.geometry import bounds
 from htrjand.datasets.layout import load_page
 from htrjand.decoding import Word
 from htrjand.images import line_size
-from htrjand.runtime import Result
-from htrjand.writers import (PAGE_LINE_ORDER, json_text, line_key, link_image, page_xml, plan_outputs,
-                             text_lines, tsv, write_page)
+from htrjand.outputs import plan_outputs
+from htrjand.runtime import LineReader, Result
+from htrjand.writers import PAGE_LINE_ORDER, json_text, line_key, link_image, page_xml, text_lines, tsv, write_page
 
 from conftest import TINY_MODEL
 
@@ -452,3 +454,103 @@ def test_cli_recognize_writes_page_files(checkpoint, page_fixture, rendered, tmp
     assert main(["recognize", str(checkpoint), str(page_fixture), "--format", "alto", "--output-dir",
                  str(tmp_path / "alto")]) == 2
     assert "conversion is not supported" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- a stopped recognize run, resumed
+
+def _pages(page_fixture: Path, count: int) -> Path:
+    """`count` copies of the PAGE fixture (2 lines each) in one folder."""
+    folder = page_fixture.parent / "many"
+    folder.mkdir()
+    shutil.copy(page_fixture.parent / "page.png", folder / "page.png")
+    for k in range(count):
+        shutil.copy(page_fixture, folder / f"p{k}.xml")
+    return folder
+
+
+def _stop_after_first_chunk(monkeypatch, chunk: int = 2) -> None:
+    """Read in chunks of `chunk` lines and send this process SIGTERM once the first chunk is read."""
+    original = LineReader.recognize_chunks
+
+    def chunks(self, images, batch_size=16, workers=None, _chunk=256, decoder=None):
+        for k, part in enumerate(original(self, images, batch_size, workers, chunk, decoder)):
+            if k == 0:
+                signal.raise_signal(signal.SIGTERM)
+            yield part
+
+    monkeypatch.setattr(LineReader, "recognize_chunks", chunks)
+
+
+def _page_texts(folder: Path) -> dict[str, list[str]]:
+    return {p.name: [line.text for line in load_page(p).lines] for p in sorted(folder.glob("*.xml"))}
+
+
+def test_recognize_stopped_by_sigterm_resumes_where_it_stopped(checkpoint, page_fixture, tmp_path, capsys,
+                                                               monkeypatch):
+    """SIGTERM while reading 3 page files: the first page (the chunk being read) is written, the JSON's
+    lines so far stay in its journal, exit 143 with a hint; `--resume` reads only the other 4 lines and
+    ends with what a straight run writes; a third run reads nothing; a journal of other inputs is refused."""
+    pages = _pages(page_fixture, 3)
+    straight, out = tmp_path / "straight", tmp_path / "out"
+    assert main(["recognize", str(checkpoint), str(pages), "--output-dir", str(straight),
+                 "--json", str(straight / "all.json")]) == 0
+    capsys.readouterr()
+    command = ["recognize", str(checkpoint), str(pages), "--output-dir", str(out), "--json", str(out / "all.json")]
+    with monkeypatch.context() as m:
+        _stop_after_first_chunk(m)
+        assert main(command) == 143
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM after 2 of 6 lines: 1 file written" in err and "--resume reads the rest" in err
+    assert sorted(p.name for p in out.glob("*.xml")) == ["p0.xml"] and not (out / "all.json").exists()
+    journal = (out / "all.json.partial").read_text(encoding="utf-8").splitlines()
+    assert len(journal) == 3  # header + the 2 lines read
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    first = (out / "p0.xml").read_bytes()
+
+    with open(out / "all.json.partial", "a", encoding="utf-8") as f:
+        f.write('{"index": 2, "resu')  # a record cut short when the process was killed mid-write
+    assert main(command + ["--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "2 of 6 lines need not be read again" in err
+    assert (out / "p0.xml").read_bytes() == first  # kept, not written again
+    assert _page_texts(out) == _page_texts(straight) and len(_page_texts(out)) == 3
+    assert json.loads((out / "all.json").read_text()) == json.loads((straight / "all.json").read_text())
+    assert not (out / "all.json.partial").exists()
+
+    assert main(command + ["--resume"]) == 0  # everything is there: nothing is read
+    assert "6 of 6 lines need not be read again" in capsys.readouterr().err
+
+    (out / "all.json").unlink()
+    (out / "all.json.partial").write_text('{"htrjand_partial": 1, "items": 4, "fingerprint": "0"}\n')
+    assert main(command + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "all.json.partial: kept by a run over other inputs" in err and "Traceback" not in err
+    assert main(command) == 0  # without --resume: everything is read again, the old journal replaced
+    assert json.loads((out / "all.json").read_text()) == json.loads((straight / "all.json").read_text())
+
+
+def test_recognize_resume_of_tsv_and_text_outputs(checkpoint, page_fixture, tmp_path, capsys, monkeypatch):
+    """The other file outputs: a TSV in the output folder is finished from its journal; text files per
+    input are kept or written; a run that writes only to stdout cannot be resumed."""
+    pages = _pages(page_fixture, 2)
+    for fmt, name in (("tsv", "results.tsv"), ("text", None)):
+        straight, out = tmp_path / f"straight-{fmt}", tmp_path / f"out-{fmt}"
+        assert main(["recognize", str(checkpoint), str(pages), "--format", fmt, "--output-dir", str(straight)]) == 0
+        command = ["recognize", str(checkpoint), str(pages), "--format", fmt, "--output-dir", str(out)]
+        with monkeypatch.context() as m:
+            _stop_after_first_chunk(m)
+            assert main(command) == 143
+        capsys.readouterr()
+        if name:
+            assert not (out / name).exists() and (out / f"{name}.partial").exists()
+        else:
+            assert sorted(p.name for p in out.iterdir()) == ["p0.txt"]
+        assert main(command + ["--resume"]) == 0
+        assert "2 of 4 lines need not be read again" in capsys.readouterr().err
+        files = sorted(p.name for p in straight.iterdir())
+        assert files == sorted(p.name for p in out.iterdir()) and len(files) == (1 if name else 2)
+        for f in files:
+            assert (out / f).read_text(encoding="utf-8").replace(str(out), "") == \
+                (straight / f).read_text(encoding="utf-8").replace(str(straight), "")
+    assert main(["recognize", str(checkpoint), str(pages), "--resume"]) == 2
+    assert "--resume continues a run that writes files" in capsys.readouterr().err

@@ -18,6 +18,7 @@ Keys may be one character or a longer string (replaced left to right, longest fi
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,6 +64,21 @@ def _check_table(table: object, where: str) -> dict[str, str]:
                                "non-empty string to a string")
         out[key] = value
     return out
+
+
+MAX_FLOW_DEPTH = 100  # `[`/`{` nesting a YAML file may have
+
+
+def safe_yaml(text: str):
+    """`yaml.safe_load(text)`, refusing first a text whose `[`/`{` nest deeper than MAX_FLOW_DEPTH
+    (PyYAML's scanner is quadratic in that nesting: 5,000 `[` take 4.5 s before its RecursionError).
+    Brackets in quoted strings count too; real files come nowhere near the limit."""
+    depth = 0
+    for bracket in re.findall(r"[\[\]{}]", text):
+        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
+        if depth > MAX_FLOW_DEPTH:
+            raise RecursionError(f"brackets nested more than {MAX_FLOW_DEPTH} levels deep")
+    return yaml.safe_load(text)
 
 
 @dataclass
@@ -135,7 +151,7 @@ class CharMapping:
         except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a NUL in the path
             raise MappingError(f"{path}: cannot read character mapping ({err})") from None
         try:
-            raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+            raw = json.loads(text) if path.suffix.lower() == ".json" else safe_yaml(text)
         except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: JSON errors, bad dates, huge ints
             raise MappingError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} "
                                f"({str(err) or 'nested too deeply'})".splitlines()[0]) from None

@@ -169,8 +169,9 @@ def _expand_images(inputs: list[str], force_line: bool = False) -> list:
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
+    from .outputs import OutputStream, plan_outputs
     from .runtime import load
-    from .writers import json_text, plan_outputs, write_outputs
+    from .signals import Stopped, StopSignals
 
     _default_model(args)
     images = _expand_images(args.images, args.force_line)
@@ -186,30 +187,34 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         images = [everything[i] for i in positions]
         print(f"shard {shard}: {len(images)} of {len(everything)} lines", file=sys.stderr)
     plan = plan_outputs(images, args.images, args.format, args.output_dir)  # checked before the model loads
-    results = []
-    if images:
-        recognizer = load(args.checkpoint, engine=args.engine)
-        decoder = recognizer.make_decoder(args.decoder, **_decoder_options(args))
-        results = recognizer.recognize(images, batch_size=args.batch_size, decoder=decoder)
-    failed = 0
-    for r in results:
-        if r.error:
-            failed += 1
-            print(f"error: {r.error}", file=sys.stderr)
-    creator = f"htrjand {__version__} ({Path(args.checkpoint).name})"
-    if shard is not None:
-        from .shards import write_outputs as write_shard_outputs
-
-        written = write_shard_outputs(plan, everything, positions, results, shard, args.images, args.json,
-                                      words=args.words, glyphs=args.glyphs, creator=creator)
-    else:
-        written = write_outputs(plan, images, results, args.images, words=args.words, glyphs=args.glyphs,
-                                creator=creator)
-    for path in written:
-        print(f"written: {path}", file=sys.stderr)
-    if args.json and shard is None:
-        Path(args.json).write_text(json_text(results), encoding="utf-8")
-    return 1 if results and failed == len(results) else 0
+    stream = OutputStream(plan, images, args.images, json_path=args.json, shard=shard, everything=everything,
+                          positions=positions, resume=args.resume, words=args.words, glyphs=args.glyphs,
+                          creator=f"htrjand {__version__} ({Path(args.checkpoint).name})",
+                          report=lambda path: print(f"written: {path}", file=sys.stderr))
+    todo, failed = stream.todo, 0
+    if args.resume:
+        print(f"--resume: {len(images) - len(todo)} of {len(images)} lines need not be read again", file=sys.stderr)
+    try:
+        if todo:
+            recognizer = load(args.checkpoint, engine=args.engine)
+            decoder = recognizer.make_decoder(args.decoder, **_decoder_options(args))
+            done = 0
+            with StopSignals("the lines being read are written") as stop:
+                for results in recognizer.recognize_chunks([images[i] for i in todo], batch_size=args.batch_size,
+                                                           decoder=decoder):
+                    stream.add(todo[done:done + len(results)], results)
+                    done += len(results)
+                    for r in results:
+                        if r.error:
+                            failed += 1
+                            print(f"error: {r.error}", file=sys.stderr)
+                    if stop.received and done < len(todo):
+                        raise Stopped(stop.received, f"after {done} of {len(todo)} lines: {stream.summary()}; the "
+                                      f"same command with --resume reads the rest")
+        stream.finish()
+    finally:
+        stream.close()
+    return 1 if todo and failed == len(todo) else 0
 
 
 def _corpus(args: argparse.Namespace) -> list[str]:
@@ -516,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--glyphs", action="store_true", help="also character boxes (PAGE Glyph, ALTO 4 Glyph)")
     out.add_argument("--force-line", action="store_true",
                      help="read images that look like whole pages as single lines instead of skipping them")
+    out.add_argument("--resume", action="store_true",
+                     help="continue a stopped run: page and text files in --output-dir that exist are kept, TSV/JSON "
+                     "outputs keep the lines their .partial journal holds; only the other lines are read")
     out.add_argument("--shard", type=_shard_arg, metavar="K/N|auto",
                      help="read only share K (0..N-1) of N of the inputs, whole files per shard; auto: from "
                      "SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE. TSV/JSON go to *.shard-K-of-N.* files that "
@@ -920,7 +928,7 @@ USER_ERRORS = (("charmap", "MappingError"), ("checkpoint", "CheckpointError"), (
                ("datasets.sample", "DataError"), ("decoding", "DecodingError"), ("images", "ImageError"),
                ("lm", "LMError"), ("correction", "CorrectionError"), ("export", "ExportError"),
                ("runtime", "ModelFileError"), ("training.faults", "NumericalFault"),
-               ("training.faults", "StopRequested"))
+               ("signals", "Stopped"))
 
 
 def _user_errors() -> tuple[type, ...]:

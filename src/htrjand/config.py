@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .charmap import safe_yaml
 from .model import ModelConfig, preset
 
 log = logging.getLogger("htrjand")
@@ -255,7 +256,7 @@ def _apply(section: Any, values: dict, where: str) -> None:
 def read_yaml(path: Path, what: str = "config file"):
     """The YAML document of `path` ({} when empty); clear `ConfigError`s naming the file."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return safe_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -53,10 +53,19 @@ class Result:
                 "char_confidences": [round(c, 4) for c in self.char_confidences],
                 "char_positions": [list(x) for x in self.char_positions],
                 "words": [{"text": w.text, "confidence": round(w.confidence, 4), "start": w.start, "end": w.end,
-                           "x": list(w.x) if w.x else None} for w in self.words],
+                           "frames": list(w.frames), "x": list(w.x) if w.x else None} for w in self.words],
                 "nbest": [{"text": c.text, "score": round(c.score, 4), "acoustic": round(c.acoustic, 4),
                            "lm": round(c.lm, 4)} for c in self.nbest],
                 "error": self.error}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Result":
+        """The result a `to_dict()` record describes (its values as rounded there)."""
+        words = [Word(w["text"], w["confidence"], w["start"], w["end"], tuple(w["frames"]),
+                      tuple(w["x"]) if w.get("x") else None) for w in record["words"]]
+        nbest = [Candidate(c["text"], c["score"], c["acoustic"], c["lm"]) for c in record["nbest"]]
+        return cls(record["text"], record["confidence"], list(record["char_confidences"]), record["image"],
+                   record["error"], [tuple(x) for x in record["char_positions"]], words, nbest)
 
 
 @dataclass
@@ -119,11 +128,14 @@ class LineReader:
         stays bounded for long lists); lines are sorted by width within a chunk and run in batches
         of `batch_size`. `decoder` (default: greedy) turns frames into text, e.g.
         `reader.make_decoder("beam", lm="char.arpa")`."""
-        images = _as_list(images)
-        results: list[Result] = []
-        for part, outputs in self._chunks(images, batch_size, workers, chunk):
-            results += [self.result(o, source_name(image), decoder) for image, o in zip(part, outputs)]
-        return results
+        return [r for part in self.recognize_chunks(images, batch_size, workers, chunk, decoder) for r in part]
+
+    def recognize_chunks(self, images: Sequence[ImageInput | Sample] | ImageInput | Sample, batch_size: int = 16,
+                         workers: int | None = None, chunk: int = 256, decoder: Decoder | None = None):
+        """`recognize`, yielding the results of each chunk of `chunk` images as soon as it is read
+        (a list per chunk, in input order), for callers that write or stop as they go."""
+        for part, outputs in self._chunks(_as_list(images), batch_size, workers, chunk):
+            yield [self.result(o, source_name(image), decoder) for image, o in zip(part, outputs)]
 
     def forward(self, images: Sequence[ImageInput | Sample] | ImageInput | Sample, batch_size: int = 16,
                 workers: int | None = None, chunk: int = 256) -> list[LineOutput]:

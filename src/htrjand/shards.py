@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +68,7 @@ def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> Shard:
 
 def _file_of(item) -> str:
     """The file an item comes from: its page file for a page line, else the image itself."""
-    from .writers import _page_file
+    from .outputs import _page_file
 
     return _page_file(item) or str(getattr(item, "image", item))
 
@@ -226,37 +225,5 @@ def merge(out: str | Path, paths: Sequence[str | Path]) -> dict:
             "records": len(records)}
 
 
-def write_shard(path: str | Path | None, text: str) -> Path | None:
-    """Write `text` to `path` (atomically), or to stdout when `path` is None."""
-    from .writers import write_atomic
-
-    if path is None:
-        sys.stdout.write(text)
-        return None
-    return write_atomic(Path(path), text)
-
-
-
-
-def write_outputs(plan, items: Sequence, positions: Sequence[int], results: Sequence[Result], shard: Shard,
-                  inputs: Sequence[str], json_path: str | None, **kw) -> list[Path]:
-    """`writers.write_outputs` for one shard (`results` of `items[positions]`): TSV and JSON as
-    shard files for `merge` (`results.shard-K-of-N.tsv/.json` in the output folder, else on
-    stdout), page and text files as usual (each file is read by one shard only); `--json` goes to
-    `shard_path(json_path)`."""
-    from . import writers
-
-    written: list[Path | None] = []
-    if plan.fmt in ("tsv", "json"):
-        text = (shard_tsv(results, positions, shard, items, plan.folder) if plan.fmt == "tsv"
-                else shard_json(results, positions, shard, items))
-        written.append(write_shard(plan.folder / f"results.{shard.tag}.{plan.fmt}" if plan.folder else None, text))
-    else:
-        written += writers.write_outputs(plan, [items[i] for i in positions], results, inputs, **kw)
-    if json_path:
-        written.append(write_shard(shard_path(json_path, shard), shard_json(results, positions, shard, items)))
-    return [p for p in written if p is not None]
-
-
 __all__ = ["SHARD_ENV", "Shard", "assign", "fingerprint", "merge", "parse_shard", "select", "shard_json",
-           "shard_path", "shard_tsv", "write_outputs", "write_shard"]
+           "shard_path", "shard_tsv"]

@@ -580,25 +580,30 @@ def text_lines(results: Iterable[Result], sources: bool = True) -> str:
     return "".join(row + "\n" for row in rows)
 
 
+TSV_HEADER = "# image\ttext\tconfidence (htrjand recognize)\n"
+
+
+def tsv_row(result: Result, folder: Path | None = None) -> str:
+    """One manifest row `image<TAB>text<TAB>confidence` (see `tsv`), '' for a failed line."""
+    if result.error is not None:
+        return ""
+    image = result.source
+    if folder is not None and image and not re.search(r":\d+$", image):
+        try:
+            image = os.path.relpath(Path(image).resolve(), Path(folder).resolve())
+        except ValueError:  # another drive (Windows)
+            image = str(Path(image).resolve())
+    image = _one_line(image)
+    if image.startswith("#"):
+        image = "./" + image  # not a comment
+    return f"{image}\t{_one_line(result.text)}\t{result.confidence:.4f}\n"
+
+
 def tsv(results: Iterable[Result], folder: Path | None = None) -> str:
     """A TSV manifest `image<TAB>text<TAB>confidence` (what `manifest` reads; extra columns are
-    ignored there). Image paths are made relative to `folder` (the TSV's) where possible; texts get
-    tabs and line breaks as spaces. Failed lines are left out."""
-    rows = ["# image\ttext\tconfidence (htrjand recognize)"]
-    for r in results:
-        if r.error is not None:
-            continue
-        image = r.source
-        if folder is not None and image and not re.search(r":\d+$", image):
-            try:
-                image = os.path.relpath(Path(image).resolve(), Path(folder).resolve())
-            except ValueError:  # another drive (Windows)
-                image = str(Path(image).resolve())
-        image = _one_line(image)
-        if image.startswith("#"):
-            image = "./" + image  # not a comment
-        rows.append(f"{image}\t{_one_line(r.text)}\t{r.confidence:.4f}")
-    return "".join(row + "\n" for row in rows)
+    ignored there) after a comment line. Image paths are made relative to `folder` (the TSV's) where
+    possible; texts get tabs and line breaks as spaces. Failed lines are left out."""
+    return TSV_HEADER + "".join(tsv_row(r, folder) for r in results)
 
 
 def json_text(results: Iterable[Result]) -> str:
@@ -606,9 +611,8 @@ def json_text(results: Iterable[Result]) -> str:
     return json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False) + "\n"
 
 
-# ---------------------------------------------------------------- `htrjand recognize` outputs
+# ---------------------------------------------------------------- inputs that are whole pages
 
-FORMATS = ("auto", "text", "tsv", "json", "page", "alto")
 PAGE_MIN_HEIGHT = 400  # an image taller than this and narrower than PAGE_MAX_ASPECT heights is a page
 PAGE_MAX_ASPECT = 4.0
 
@@ -630,126 +634,5 @@ def page_image_warning(path: str | Path) -> str | None:
             f"htrjand the XML file: `htrjand recognize MODEL {stem}`. Skipped (--force-line reads it as one line).")
 
 
-def _page_file(image) -> str | None:
-    """The page file a recognised input came from (None for a line image)."""
-    from .datasets import Sample
-
-    if isinstance(image, Sample) and image.crop is not None and ":" in image.source:
-        return image.source.rsplit(":", 1)[0]
-    return None
-
-
-def _relative(path: Path, inputs: Sequence[str]) -> Path:
-    """`path` relative to the input folder it was found in, else its file name."""
-    from .datasets import spec_of
-
-    for item in inputs:
-        base = spec_of(item).path
-        if layout.is_glob(base) or not base.is_dir():
-            continue
-        try:
-            return path.resolve().relative_to(base.resolve())
-        except ValueError:
-            continue
-    return Path(path.name)
-
-
-@dataclass
-class OutputPlan:
-    """Where `htrjand recognize` writes: `fmt` (never 'auto' for XML targets), the output folder,
-    each page file's format, and the file each page file (XML formats) is written to."""
-
-    fmt: str
-    folder: Path | None
-    pages: dict[str, str]
-    targets: dict[str, Path]
-
-
-def plan_outputs(images: Sequence, inputs: Sequence[str], fmt: str = "auto", folder: str | Path | None = None
-                 ) -> OutputPlan:
-    """Check the outputs before recognition: `--format page|alto` needs `--output-dir` and inputs of
-    that format; two inputs may not write the same file, nor may a file be written over its input."""
-    if fmt not in FORMATS:
-        raise DataError(f"unknown output format {fmt!r} (known: {', '.join(FORMATS)})")
-    folder = Path(folder) if folder else None
-    pages: dict[str, str] = {}
-    for image in images:
-        xml = _page_file(image)
-        if xml is not None and xml not in pages:
-            pages[xml] = layout.root_format(Path(xml)) or "page"
-    if fmt in ("page", "alto"):
-        if folder is None:
-            raise DataError(f"--format {fmt} writes page files: give --output-dir")
-        for xml, kind in pages.items():
-            if kind != fmt:
-                raise DataError(f"{xml}: is {kind.upper() if kind == 'alto' else 'PAGE'}, not "
-                                f"{fmt.upper() if fmt == 'alto' else 'PAGE'}: each page file is written back "
-                                f"in its own format (PAGE <-> ALTO conversion is not supported)")
-    targets: dict[str, Path] = {}
-    if folder is not None and fmt in ("auto", "page", "alto"):
-        owners: dict[Path, str] = {}
-        for xml in pages:
-            target = folder / _relative(Path(xml), inputs)
-            if _same_file(target, Path(xml)):
-                raise DataError(f"{xml}: --output-dir would overwrite this input file; give another folder")
-            if target in owners:
-                raise DataError(f"{xml} and {owners[target]} would both be written to {target}; "
-                                f"recognise them into different --output-dir folders")
-            owners[target] = xml
-            targets[xml] = target
-    return OutputPlan(fmt, folder, pages, targets)
-
-
-def write_outputs(plan: OutputPlan, images: Sequence, results: Sequence[Result], inputs: Sequence[str], *,
-                  words: bool = True, glyphs: bool = False, creator: str = "htrjand", out=None) -> list[Path]:
-    """Write `results` (one per entry of `images`) as `plan` says: page files into the output folder,
-    text/TSV/JSON into it or onto `out` (a text stream). Returns the files written."""
-    import sys
-
-    out = out or sys.stdout
-    written: list[Path] = []
-    fmt, folder = plan.fmt, plan.folder
-    listed: list[Result] = []  # results that go to `out` as `source<TAB>text<TAB>confidence`
-    if fmt in ("auto", "page", "alto"):
-        by_page: dict[str, tuple[dict, dict]] = {xml: ({}, {}) for xml in plan.targets}
-        for image, result in zip(images, results):
-            xml = _page_file(image)
-            if xml in by_page:
-                if result.error is None:
-                    key = image.line_id or image.source
-                    by_page[xml][0][key] = result
-                    by_page[xml][1][key] = image.crop
-            else:
-                listed.append(result)
-        for xml, (found, crops) in by_page.items():
-            doc = layout.load_page(Path(xml))
-            target = plan.targets[xml]
-            write_page(doc, found, target, words=words, glyphs=glyphs, creator=creator, crops=crops)
-            link_image(doc, target)
-            written.append(target)
-        out.write(text_lines(listed))
-    elif fmt == "text":
-        if folder is None:
-            out.write(text_lines(results))
-        else:
-            files: dict[Path, list[Result]] = {}
-            for image, result in zip(images, results):
-                source = _page_file(image) or (str(image) if isinstance(image, (str, Path)) else result.source)
-                files.setdefault(folder / _relative(Path(source), inputs).with_suffix(".txt"), []).append(result)
-            for path, part in files.items():
-                written.append(write_atomic(path, text_lines(part, sources=False)))
-    elif fmt == "tsv":
-        if folder is None:
-            out.write(tsv(results))
-        else:
-            written.append(write_atomic(folder / "results.tsv", tsv(results, folder)))
-    elif fmt == "json":
-        if folder is None:
-            out.write(json_text(results))
-        else:
-            written.append(write_atomic(folder / "results.json", json_text(results)))
-    return written
-
-
-__all__ = ["FORMATS", "OutputPlan", "json_text", "line_key", "link_image", "page_image_warning", "page_xml",
-           "plan_outputs", "text_lines", "tsv", "write_atomic", "write_outputs", "write_page"]
+__all__ = ["json_text", "line_key", "link_image", "page_image_warning", "page_xml", "text_lines", "tsv",
+           "tsv_row", "write_atomic", "write_page", "TSV_HEADER"]

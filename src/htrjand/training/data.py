@@ -21,7 +21,7 @@ from ..charset import Charset, ctc_frames_needed
 from ..datasets import Problems, Sample
 from ..images import ImageError, image_width, load_line, normalize_height, pad_batch, to_ink
 from .sampler import WidthBucketSampler
-from .faults import STOP_SIGNALS
+from ..signals import STOP_SIGNALS
 from .linecache import LineCache, choose_mode, report_failures
 
 log = logging.getLogger("htrjand")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 
 import lightning as L
 import torch
+
+from .. import signals
+from ..signals import Stopped
 
 log = logging.getLogger("htrjand")
 
@@ -86,50 +88,24 @@ def replay_epoch_end_schedulers(trainer: L.Trainer, metrics: dict) -> None:
             config.scheduler.step(metrics[config.monitor])
 
 
-# ---- stop signals -------------------------------------------------------------------------------
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a terminal's Ctrl-C; kill, schedulers, container stops
-
-
-class StopRequested(Exception):
+# ---- stop signals (htrjand.signals) ------------------------------------------------------------
+class StopRequested(Stopped):
     """Training stopped on a signal after saving its state (`exit_code` = 128 + the signal number)."""
 
     def __init__(self, signum: int, step: int, checkpoint=None, resume: str | None = "--resume auto"):
         hint = f": {checkpoint} holds the run; the same command with {resume} continues it" if resume else ""
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}{hint}")
-        self.signum, self.step, self.exit_code = signum, step, 128 + signum
+        super().__init__(signum, f"at step {step}{hint}")
+        self.step = step
 
 
-class StopSignals:
+class StopSignals(signals.StopSignals):
     """SIGTERM (`kill`, a scheduler's preemption) or a first Ctrl-C asks the run to stop once the current
     training step is done and saved, instead of dying mid-step: `requested(trainer)` says so at a step's
-    end (every process of a multi-process run agrees on the same step). A second signal stops at once,
-    as without this (a SIGTERM by its default action, Ctrl-C by KeyboardInterrupt). The handlers are
-    installed when training starts, after Lightning's own, and put back when it ends."""
+    end (every process of a multi-process run agrees on the same step). A second signal stops at once.
+    The handlers are installed when training starts, after Lightning's own, and put back when it ends."""
 
     def __init__(self):
-        self.received: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received is not None:  # the second signal: stop at once
-            self.restore()
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-            return
-        self.received = signum
-        log.warning("%s received: stopping once the current training step is done and saved (send it again to "
-                    "stop at once)", signal.Signals(signum).name)
+        super().__init__("the current training step is done and saved")
 
     def requested(self, trainer: L.Trainer) -> bool:
         """Whether to stop after this step (`received`, agreed by all processes of a Lightning run)."""
