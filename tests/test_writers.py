@@ -459,12 +459,13 @@ def test_cli_recognize_writes_page_files(checkpoint, page_fixture, rendered, tmp
 # --------------------------------------------------------------------------- a stopped recognize run, resumed
 
 def _pages(page_fixture: Path, count: int) -> Path:
-    """`count` copies of the PAGE fixture (2 lines each) in one folder."""
+    """`count` PAGE files of 2 lines, `s{k}/page.xml` in one folder: symbolic links to the fixture and
+    its image (an output keeps the link's place in the folder, not its target's)."""
     folder = page_fixture.parent / "many"
-    folder.mkdir()
-    shutil.copy(page_fixture.parent / "page.png", folder / "page.png")
     for k in range(count):
-        shutil.copy(page_fixture, folder / f"p{k}.xml")
+        (folder / f"s{k}").mkdir(parents=True)
+        (folder / f"s{k}" / "page.xml").symlink_to(page_fixture)
+        (folder / f"s{k}" / "page.png").symlink_to(page_fixture.parent / "page.png")
     return folder
 
 
@@ -482,7 +483,7 @@ def _stop_after_first_chunk(monkeypatch, chunk: int = 2) -> None:
 
 
 def _page_texts(folder: Path) -> dict[str, list[str]]:
-    return {p.name: [line.text for line in load_page(p).lines] for p in sorted(folder.glob("*.xml"))}
+    return {str(p.relative_to(folder)): [line.text for line in load_page(p).lines] for p in sorted(folder.rglob("*.xml"))}
 
 
 def test_recognize_stopped_by_sigterm_resumes_where_it_stopped(checkpoint, page_fixture, tmp_path, capsys,
@@ -501,18 +502,18 @@ def test_recognize_stopped_by_sigterm_resumes_where_it_stopped(checkpoint, page_
         assert main(command) == 143
     err = capsys.readouterr().err
     assert "stopped by SIGTERM after 2 of 6 lines: 1 file written" in err and "--resume reads the rest" in err
-    assert sorted(p.name for p in out.glob("*.xml")) == ["p0.xml"] and not (out / "all.json").exists()
+    assert list(_page_texts(out)) == ["s0/page.xml"] and not (out / "all.json").exists()
     journal = (out / "all.json.partial").read_text(encoding="utf-8").splitlines()
     assert len(journal) == 3  # header + the 2 lines read
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
-    first = (out / "p0.xml").read_bytes()
+    first = (out / "s0" / "page.xml").read_bytes()
 
     with open(out / "all.json.partial", "a", encoding="utf-8") as f:
         f.write('{"index": 2, "resu')  # a record cut short when the process was killed mid-write
     assert main(command + ["--resume"]) == 0
     err = capsys.readouterr().err
     assert "2 of 6 lines need not be read again" in err
-    assert (out / "p0.xml").read_bytes() == first  # kept, not written again
+    assert (out / "s0" / "page.xml").read_bytes() == first  # kept, not written again
     assert _page_texts(out) == _page_texts(straight) and len(_page_texts(out)) == 3
     assert json.loads((out / "all.json").read_text()) == json.loads((straight / "all.json").read_text())
     assert not (out / "all.json.partial").exists()
@@ -544,11 +545,12 @@ def test_recognize_resume_of_tsv_and_text_outputs(checkpoint, page_fixture, tmp_
         if name:
             assert not (out / name).exists() and (out / f"{name}.partial").exists()
         else:
-            assert sorted(p.name for p in out.iterdir()) == ["p0.txt"]
+            assert sorted(str(p.relative_to(out)) for p in out.rglob("*.txt")) == ["s0/page.txt"]
         assert main(command + ["--resume"]) == 0
         assert "2 of 4 lines need not be read again" in capsys.readouterr().err
-        files = sorted(p.name for p in straight.iterdir())
-        assert files == sorted(p.name for p in out.iterdir()) and len(files) == (1 if name else 2)
+        files = sorted(str(p.relative_to(straight)) for p in straight.rglob("*") if p.is_file())
+        assert files == sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+        assert len(files) == (1 if name else 2)
         for f in files:
             assert (out / f).read_text(encoding="utf-8").replace(str(out), "") == \
                 (straight / f).read_text(encoding="utf-8").replace(str(straight), "")

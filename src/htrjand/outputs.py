@@ -41,17 +41,20 @@ def _page_file(image) -> str | None:
 
 
 def _relative(path: Path, inputs: Sequence[str]) -> Path:
-    """`path` relative to the input folder it was found in, else its file name."""
+    """`path` relative to the input folder it was found in, else its file name (a file that is a
+    symbolic link keeps its place in the folder, not its target's)."""
     from .datasets import spec_of
 
     for item in inputs:
         base = spec_of(item).path
         if layout.is_glob(base) or not base.is_dir():
             continue
-        try:
-            return path.resolve().relative_to(base.resolve())
-        except ValueError:
-            continue
+        for inside, folder in ((Path(os.path.abspath(path)), Path(os.path.abspath(base))),
+                               (path.parent.resolve() / path.name, base.resolve())):
+            try:
+                return inside.relative_to(folder)
+            except ValueError:
+                continue
     return Path(path.name)
 
 
