@@ -169,6 +169,8 @@ def _expand_images(inputs: list[str], force_line: bool = False) -> list:
 
 
 def cmd_recognize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .outputs import OutputStream, plan_outputs
     from .runtime import load
     from .signals import Stopped, StopSignals
@@ -187,33 +189,39 @@ def cmd_recognize(args: argparse.Namespace) -> int:
         images = [everything[i] for i in positions]
         print(f"shard {shard}: {len(images)} of {len(everything)} lines", file=sys.stderr)
     plan = plan_outputs(images, args.images, args.format, args.output_dir)  # checked before the model loads
+    # a progress bar on a terminal (messages are written above it); nothing on a pipe or file
+    bar = tqdm(total=0, unit="line", disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    say = lambda message: bar.write(message, file=sys.stderr)  # noqa: E731
     stream = OutputStream(plan, images, args.images, json_path=args.json, shard=shard, everything=everything,
                           positions=positions, resume=args.resume, words=args.words, glyphs=args.glyphs,
                           creator=f"htrjand {__version__} ({Path(args.checkpoint).name})",
-                          report=lambda path: print(f"written: {path}", file=sys.stderr))
+                          report=lambda path: say(f"written: {path}"))
     todo, failed = stream.todo, 0
     if args.resume:
-        print(f"--resume: {len(images) - len(todo)} of {len(images)} lines need not be read again", file=sys.stderr)
+        say(f"--resume: {len(images) - len(todo)} of {len(images)} lines need not be read again")
     try:
         if todo:
             recognizer = load(args.checkpoint, engine=args.engine)
             decoder = recognizer.make_decoder(args.decoder, **_decoder_options(args))
             done = 0
+            bar.reset(total=len(todo))
             with StopSignals("the lines being read are written") as stop:
                 for results in recognizer.recognize_chunks([images[i] for i in todo], batch_size=args.batch_size,
                                                            decoder=decoder):
                     stream.add(todo[done:done + len(results)], results)
                     done += len(results)
+                    bar.update(len(results))
                     for r in results:
                         if r.error:
                             failed += 1
-                            print(f"error: {r.error}", file=sys.stderr)
+                            say(f"error: {r.error}")
                     if stop.received and done < len(todo):
                         raise Stopped(stop.received, f"after {done} of {len(todo)} lines: {stream.summary()}; the "
                                       f"same command with --resume reads the rest")
         stream.finish()
     finally:
         stream.close()
+        bar.close()
     return 1 if todo and failed == len(todo) else 0
 
 

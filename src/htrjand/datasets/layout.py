@@ -415,6 +415,7 @@ def read_pages(spec: DatasetSpec, problems: Problems, fmt: str) -> list[Sample]:
     confine = Confinement.of(spec, fmt)
     samples: list[Sample] = []
     found = filtered = broken = 0
+    other: dict[str, int] = {}  # files of the other format, read as such
     for file in files:
         try:
             root = parse_xml(file)
@@ -431,7 +432,8 @@ def read_pages(spec: DatasetSpec, problems: Problems, fmt: str) -> list[Sample]:
             log.debug("%s: not PAGE or ALTO (<%s>), passed over", file, local(root.tag))
             continue
         if kind != fmt:
-            log.info("%s: is %s, read as such", file, kind)
+            other[kind] = other.get(kind, 0) + 1
+            log.debug("%s: is %s, read as such", file, kind)
         found += 1
         try:
             doc = _parser(kind)(root, file, problems, confine=confine)
@@ -445,6 +447,9 @@ def read_pages(spec: DatasetSpec, problems: Problems, fmt: str) -> list[Sample]:
         samples += page_samples(doc, lines, dataset, problems)
     if not found and not broken:
         raise DataError(f"{path}: no PAGE or ALTO files found")
+    for kind, count in other.items():
+        log.info("%s: %d file%s %s, not %s, read as such", path, count, "s are" if count > 1 else " is",
+                 kind.upper() if kind == "alto" else "PAGE", fmt.upper() if fmt == "alto" else "PAGE")
     if filtered:
         log.info("%s: %d lines left out by their type (types=%r, skip_types=%r)", path, filtered,
                  spec.option("types"), spec.option("skip_types"))
