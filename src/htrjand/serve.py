@@ -577,7 +577,7 @@ def main(args) -> int:
 
     from .runtime import load
 
-    reader = load(args.model)
+    reader = load(args.model, tta=args.tta)
     options = {"decoder": args.decoder, "beam_width": args.beam_width, "lm": args.lm, "alpha": args.alpha,
                "beta": args.beta, "lexicon": args.lexicon, "lexicon_mode": args.lexicon_mode,
                "oov_penalty": args.oov_penalty, "lm_backend": args.lm_backend, "engine": args.beam_engine}
