@@ -1,10 +1,12 @@
 """Test-time augmentation: CER and lines/s of a model reading each line 1, 3 or 5 times (shifted up
-and down, log-probabilities averaged), with greedy decoding and, given `--lm`, flashlight beam + LM.
+and down, log-probabilities averaged), with greedy decoding and, given `--lm`, flashlight beam + LM
+(and with `--lexicon` the Python beam + LM + lexicon).
 
 Every setting reads the same test lines in one process, taking turns, so the speeds compare side by
 side; lines/s count the model and the decoder. Writes benchmarks/results/tta.{json,md}.
 
-    python benchmarks/tta.py [CKPT ...] --data TEST... [--lm LM.arpa --alpha A --beta B] [--threads 2]
+    python benchmarks/tta.py [CKPT ...] --data TEST... [--lm LM.arpa --alpha A --beta B [--lexicon WORDS
+        --oov-penalty P]] [--tta 1,3,5] [--threads 2]
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ def main() -> None:
     parser.add_argument("--lm", help="ARPA character LM for a flashlight beam + LM row")
     parser.add_argument("--alpha", type=float)
     parser.add_argument("--beta", type=float)
+    parser.add_argument("--lexicon", help="word list for a Python beam + LM + lexicon row (with --lm)")
+    parser.add_argument("--oov-penalty", type=float, default=1.0)
     parser.add_argument("--beam-width", type=int, default=16)
     parser.add_argument("--tta", default="1,3,5", help="settings to compare (default: 1,3,5)")
     parser.add_argument("--threads", type=int, default=2)
@@ -70,6 +74,10 @@ def main() -> None:
             if args.lm:
                 decoders.append(reader.make_decoder("beam", lm=args.lm, engine="flashlight", alpha=args.alpha,
                                                     beta=args.beta, beam_width=args.beam_width))
+                if args.lexicon:
+                    decoders.append(reader.make_decoder("beam", lm=args.lm, alpha=args.alpha, beta=args.beta,
+                                                        beam_width=args.beam_width, lexicon=args.lexicon,
+                                                        oov_penalty=args.oov_penalty))
             reader.recognize(samples[:args.batch], batch_size=args.batch)  # warm-up
             reports, _ = evaluate_decoders(reader, samples, decoders, args.batch)
             for decoder, report in zip(decoders, reports):
