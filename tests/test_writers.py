@@ -556,3 +556,8 @@ def test_recognize_resume_of_tsv_and_text_outputs(checkpoint, page_fixture, tmp_
                 (straight / f).read_text(encoding="utf-8").replace(str(straight), "")
     assert main(["recognize", str(checkpoint), str(pages), "--resume"]) == 2
     assert "--resume continues a run that writes files" in capsys.readouterr().err
+    # a finished shard's JSON counts as done: its lines are not read again
+    shard = ["recognize", str(checkpoint), str(pages), "--format", "json", "--output-dir", str(tmp_path / "sh"),
+             "--shard", "1/2"]
+    assert main(shard) == 0 and main(shard + ["--resume"]) == 0
+    assert "2 of 2 lines need not be read again" in capsys.readouterr().err

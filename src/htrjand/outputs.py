@@ -218,11 +218,15 @@ class Journal:
 
 
 def _finished_json(path: Path, items: Sequence) -> dict[int, Result] | None:
-    """The results of a JSON list a finished run wrote to `path` for these items, or None."""
+    """The results a finished run wrote to `path` (a JSON list, or a shard's JSON file) for these
+    items, or None."""
     from .runtime import Result, source_name
+    from .shards import MARK
 
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(records, dict) and MARK in records:
+            records = [r["result"] for r in records["results"]]
         if len(records) == len(items) and all(r["image"] == source_name(x) for r, x in zip(records, items)):
             return {i: Result.from_dict(r) for i, r in enumerate(records)}
     except (OSError, ValueError, KeyError, TypeError):
