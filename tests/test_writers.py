@@ -4,7 +4,6 @@ import json
 import math
 import re
 import signal
-import shutil
 from pathlib import Path
 
 import numpy as np
