@@ -282,10 +282,10 @@ class OutputStream:
             self.files = {path: part for path, part in self.files.items() if not path.exists()}
         else:
             self.kept = {path: {} for path in self.journals}
-        done_files = {i for part in self.files.values() for i in part}
+        unwritten = {i for part in self.files.values() for i in part}  # lines of page/text files still to write
         whole = any(a.path is None for a in self.aggregates)
         self.todo = [i for i in range(len(items))
-                     if not resume or whole or i in self.listed or i in done_files
+                     if not resume or whole or i in self.listed or i in unwritten
                      or any(i not in kept for kept in self.kept.values())]
         self._left = {path: len(part) for path, part in self.files.items()}
         self._file_of = {i: path for path, part in self.files.items() for i in part}
