@@ -68,7 +68,8 @@ def test_tta_averages_the_shifted_lines_log_probabilities(bundled):
     import numpy as np
 
     from htrjand.images import pad_batch
-    from htrjand.runtime import log_softmax, shift_rows
+    from htrjand.decoding import log_softmax
+    from htrjand.runtime import shift_rows
 
     reader = htrjand.load(tta=3)
     assert reader._shifts == (0, -2, 2) and reader.height == 64

@@ -20,7 +20,7 @@ import numpy as np
 from .charmap import CharMapping
 from .charset import Charset
 from .datasets import Sample
-from .decoding import Candidate, Decoder, DecodingError, Word
+from .decoding import Candidate, Decoder, DecodingError, Word, log_softmax
 from .images import ImageError, ImageInput, load_gray, load_line, normalize_height, pad_batch, to_ink
 
 ONNX_METADATA_KEY = "htrjand"  # metadata_props entry holding the model's settings as JSON
@@ -94,11 +94,6 @@ def shift_rows(images: np.ndarray, rows: int) -> np.ndarray:
     return out
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
 class LineReader:
     """Preprocessing, width-sorted batching and decoding shared by every engine.
 
@@ -111,9 +106,9 @@ class LineReader:
 
     engine = ""
 
-    def __init__(self, charset: Charset, meta: dict, height: int, stride: int, tta: int = 1):
+    def __init__(self, charset: Charset, meta: dict, height: int, stride: int):
         self.charset, self.meta, self.height, self.stride = charset, meta, height, stride
-        self.tta = tta
+        self.tta = 1
         self.temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
         self.decoder = Decoder(charset)
         # the character standardisation the model was trained with (references are scored with it)

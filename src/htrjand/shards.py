@@ -127,13 +127,11 @@ def shard_tsv(results: Sequence[Result], positions: Sequence[int], shard: Shard,
               folder: Path | None = None) -> str:
     """A shard's results as the TSV manifest `writers.tsv` writes, with the item's position as a
     fourth column and the shard header as a first comment line."""
-    from .writers import tsv
+    from .writers import TSV_HEADER, tsv_row
 
-    rows = tsv(results, folder).splitlines()
-    kept = [i for i, r in zip(positions, results) if r.error is None]
     head = json.dumps(_header(shard, items, positions, "tsv"), separators=(",", ":"))
-    lines = [f"# htrjand shard {head}", rows[0].replace("\tconfidence", "\tconfidence\tindex")]
-    lines += [f"{row}\t{i}" for row, i in zip(rows[1:], kept)]
+    lines = [f"# htrjand shard {head}", TSV_HEADER.rstrip("\n").replace("\tconfidence", "\tconfidence\tindex")]
+    lines += [tsv_row(r, folder).rstrip("\n") + f"\t{i}" for i, r in zip(positions, results) if r.error is None]
     return "".join(line + "\n" for line in lines)
 
 
