@@ -101,3 +101,77 @@ def test_calibrated_checkpoint_stays_loadable(rendered, tmp_path):
     assert all(a.confidence <= b.confidence + 1e-9 for a, b in zip(after, before) if a.text)
     weights = read_checkpoint(dst)["state_dict"]
     assert all(torch.equal(weights[k], v) for k, v in read_checkpoint(src)["state_dict"].items())
+
+
+def _frames(*rows: dict, classes: int = 4) -> np.ndarray:
+    """`[T, C]` logits from per-frame posteriors {class: probability} (the rest of the mass spread)."""
+    out = np.full((len(rows), classes), 1e-6)
+    for t, row in enumerate(rows):
+        for c, p in row.items():
+            out[t, c] = p
+    return np.log(out / out.sum(1, keepdims=True))
+
+
+def test_blank_penalty_keeps_uncertain_characters_and_their_true_confidence():
+    from htrjand.decoding import Decoder
+
+    charset = Charset("ab")  # classes: blank, a, b
+    z = _frames({1: 0.9, 0: 0.1}, {0: 0.6, 2: 0.4}, {0: 1.0}, classes=3)  # "a", then a "b" the blank outweighs
+    assert Decoder(charset).decode_line(z).text == "a"
+    penalised = Decoder(charset, blank_penalty=0.5).decode_line(z)  # log(0.6 / 0.4) = 0.41 < 0.5
+    assert penalised.text == "ab"
+    assert penalised.char_confidences[1] == pytest.approx(0.4, abs=1e-3)  # the model's posterior, not penalised
+    assert Decoder(charset, blank_penalty=0.5, kind="beam").decode_line(z).text == "ab"
+    assert "blank penalty 0.5" in Decoder(charset, blank_penalty=0.5).name
+    with pytest.raises(ValueError, match="blank penalty"):
+        Decoder(charset, blank_penalty=float("nan"))
+
+
+def test_blank_penalty_fit_picks_the_penalty_that_lowers_cer_and_none_when_none_helps():
+    from htrjand.calibration import fit_blank_penalty
+    from htrjand.datasets import Sample
+    from htrjand.runtime import LineOutput, LineReader
+
+    charset = Charset("ab")
+    reader = LineReader(charset, {}, height=64, stride=8)
+    # each line holds an "a" read with certainty and a "b" the blank outweighs by 0.6 : 0.4 (log ratio 0.41)
+    outputs = [LineOutput(_frames({1: 0.9}, {0: 0.6, 2: 0.4}, {0: 1.0}, classes=3), 8.0, 24)] * 3
+    samples = [Sample(f"l{i}.png", "ab", "d") for i in range(3)]
+    fit = fit_blank_penalty(reader, samples, outputs, (0.25, 0.5, 1.0))
+    assert fit["blank_penalty"] == 0.5 and fit["cer"] == 0.0 and fit["cer_without"] == pytest.approx(0.5)
+    assert [g["blank_penalty"] for g in fit["grid"]] == [0.0, 0.25, 0.5, 1.0]  # 0 is always tried
+    # where the uncertain "b" is not in the reference, no penalty helps: 0 stays
+    assert fit_blank_penalty(reader, [Sample("x.png", "a", "d")] * 3, outputs, (0.25, 0.5, 1.0))["blank_penalty"] == 0.0
+
+
+def test_calibrate_stores_the_blank_penalty_used_by_decoders_without_lm(rendered, tmp_path, capsys):
+    from htrjand import load
+    from htrjand.checkpoint import update_metadata
+    from htrjand.cli import main
+    from htrjand.config import load_config
+    from htrjand.training import train
+
+    from conftest import TINY_MODEL
+
+    cfg = load_config(preset_name="student", overrides={
+        "data": {"train": [str(rendered["train"])], "val": [str(rendered["val"])], "batch_size": 16, "workers": 0},
+        "train": {"output": str(tmp_path / "run"), "epochs": 1, "max_steps": 1, "warmup_steps": 1, "progress": False},
+        "model": dict(TINY_MODEL)})
+    train(cfg)
+    src = tmp_path / "run" / "last.ckpt"
+    out = tmp_path / "cal.ckpt"
+    assert main(["calibrate", str(src), str(rendered["val"]), "--output", str(out), "--blank-penalties", "0.5,1"]) == 0
+    printed = capsys.readouterr().out
+    assert "blank penalty: 0 -> CER" in printed and "1 -> CER" in printed
+    stored = load(out).meta["calibration"]
+    assert stored["blank_penalty"] in (0.0, 0.5, 1.0) and stored["tta"] == 1
+    # a chosen penalty reaches the default decoder and the LM-free ones, not a decoder with an LM
+    update_metadata(out, {"calibration": {**stored, "blank_penalty": 0.75}})
+    reader = load(out)
+    assert reader.blank_penalty == 0.75 and reader.decoder.blank_penalty == 0.75
+    assert reader.make_decoder("beam").blank_penalty == 0.75
+    assert reader.make_decoder("greedy", blank_penalty=0.0).blank_penalty == 0.0
+    lm = tmp_path / "c.arpa"
+    assert main(["lm", "build", str(rendered["train"]), "--unit", "char", "--order", "3", "--out", str(lm)]) == 0
+    assert reader.make_decoder("beam", lm=str(lm)).blank_penalty == 0.0
+    assert reader.make_decoder("beam", lm=str(lm), blank_penalty=0.25).blank_penalty == 0.25

@@ -324,6 +324,21 @@ def test_plan_outputs_checks_before_recognition(page_fixture, alto_fixture, tmp_
     assert plan.pages == {str(page_fixture): "page"}
 
 
+def test_input_folders_follow_symlinked_folders_once(tmp_path):
+    real = tmp_path / "scans" / "box1"
+    real.mkdir(parents=True)
+    for name in ("a.png", "b.JPG", "notes.txt"):
+        Image.fromarray(np.full((64, 300), 255, np.uint8)).save(real / name, format="PNG")
+    (real / "dir.png").mkdir()  # a folder with an image's name is not an image
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "box1").symlink_to(real)  # a linked folder is read like a real one
+    (real / "loop").symlink_to(tmp_path / "scans")  # and a link loop ends
+    found = _expand_images([str(inputs)])
+    assert sorted(Path(f).name for f in found) == ["a.png", "b.JPG"]
+    assert all(str(f).startswith(str(inputs)) for f in found)  # named as the user reaches them
+
+
 def test_page_image_without_xml_is_skipped_with_advice(tmp_path, capsys):
     page, line = tmp_path / "scan.jpg", tmp_path / "line.png"
     Image.fromarray(np.full((1600, 1100), 255, np.uint8)).save(page)

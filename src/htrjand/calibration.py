@@ -1,4 +1,8 @@
-"""Confidence calibration (spec 2.7): one temperature T fitted on validation lines.
+"""Calibration on validation lines (spec 2.7): the blank penalty of decoding, then one temperature T.
+
+Blank penalty: the value of a grid (subtracted from the blank's logit before greedy decoding) with
+the lowest corpus CER on the lines; 0 stays unless another is strictly better. It changes the text
+of decoders without a language model (docs/decoding.md).
 
 Target: each character of the greedy output is aligned to the reference with a Levenshtein
 alignment (rapidfuzz editops); it is correct when the alignment keeps it unchanged (not
@@ -19,9 +23,10 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from .charset import normalize_text
-from .decoding import DecodingError, greedy_path, log_softmax
+from .decoding import Decoder, DecodingError, greedy_path, log_softmax, penalize_blank
 
 T_MIN, T_MAX = 0.05, 20.0
+BLANK_PENALTIES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # the default grid of `htrjand calibrate`
 EPS = 1e-7
 
 
@@ -53,12 +58,13 @@ class CalibrationSet:
 
     @classmethod
     def collect(cls, logits: Sequence[np.ndarray], references: Sequence[str],
-                decode: Callable[[list[int]], str]) -> "CalibrationSet":
-        """From per-line `[T, C]` logits, reference texts and `decode` (labels -> text, `Charset.decode`)."""
+                decode: Callable[[list[int]], str], blank_penalty: float = 0.0) -> "CalibrationSet":
+        """From per-line `[T, C]` logits, reference texts and `decode` (labels -> text, `Charset.decode`);
+        the characters are those greedy decoding with `blank_penalty` reads."""
         rows, labels, owner, correct = [], [], [], []
         n = 0
         for z, ref in zip(logits, references):
-            lab, spans = greedy_path(log_softmax(np.asarray(z, dtype=np.float64)))
+            lab, spans = greedy_path(log_softmax(penalize_blank(np.asarray(z, dtype=np.float64), blank_penalty)))
             if not lab:
                 continue
             text = decode(lab)
@@ -134,12 +140,33 @@ def calibrate(data: CalibrationSet, bins: int = 15) -> dict:
             "before": reliability(before, data.correct, bins), "after": reliability(after, data.correct, bins)}
 
 
-def calibrate_recognizer(recognizer, samples: Sequence, batch_size: int = 16, bins: int = 15) -> dict:
-    """Run a `Recognizer` on labelled samples and fit its temperature (the stored one is ignored)."""
-    outputs = recognizer.forward(list(samples), batch_size=batch_size)
-    pairs = [(o.logits, s.text) for o, s in zip(outputs, samples) if o.error is None]
-    data = CalibrationSet.collect([p[0] for p in pairs], [p[1] for p in pairs], recognizer.charset.decode)
-    return {**calibrate(data, bins), "lines": len(pairs)}
+def fit_blank_penalty(recognizer, samples: Sequence, outputs: Sequence,
+                      penalties: Sequence[float] = BLANK_PENALTIES) -> dict:
+    """Greedy corpus CER on the lines for each penalty; the best (lowest CER, then the smaller penalty),
+    0 when no penalty beats none (`recognizer.mapping` standardises the references, as `evaluate` does)."""
+    from .evaluation import _decode_all
+
+    grid = []
+    for penalty in sorted(set(float(p) for p in penalties) | {0.0}):
+        counter, _ = _decode_all(recognizer, samples, outputs, Decoder(recognizer.charset, blank_penalty=penalty))
+        grid.append({"blank_penalty": penalty, "cer": counter.total.cer, "wer": counter.total.wer})
+    best = min(grid, key=lambda g: (g["cer"], g["blank_penalty"]))
+    return {"blank_penalty": best["blank_penalty"], "cer": best["cer"],
+            "cer_without": next(g["cer"] for g in grid if g["blank_penalty"] == 0.0), "grid": grid}
+
+
+def calibrate_recognizer(recognizer, samples: Sequence, batch_size: int = 16, bins: int = 15,
+                         penalties: Sequence[float] = BLANK_PENALTIES) -> dict:
+    """Run a `LineReader` on labelled samples, fit its blank penalty over `penalties` (only 0: none),
+    then its temperature on the text greedy decoding reads with it (the stored values are ignored)."""
+    samples = list(samples)
+    outputs = recognizer.forward(samples, batch_size=batch_size)
+    kept = [(o, s) for o, s in zip(outputs, samples) if o.error is None]
+    blank = fit_blank_penalty(recognizer, [s for _, s in kept], [o for o, _ in kept], penalties)
+    data = CalibrationSet.collect([o.logits for o, _ in kept], [s.text for _, s in kept], recognizer.charset.decode,
+                                  blank["blank_penalty"])
+    return {**calibrate(data, bins), "lines": len(kept), "blank_penalty": blank["blank_penalty"],
+            "blank_penalty_fit": blank, "tta": recognizer.tta}
 
 
 def reliability_diagram(report: dict, path: str | Path) -> Path:

@@ -85,7 +85,7 @@ def _decoder_options(args: argparse.Namespace) -> dict:
             "beta": getattr(args, "beta", None),
             "lexicon": args.lexicon, "lexicon_mode": args.lexicon_mode, "oov_penalty": args.oov_penalty,
             "lm_backend": args.lm_backend, "nbest": getattr(args, "nbest", 5),
-            "engine": args.beam_engine}
+            "engine": args.beam_engine, "blank_penalty": getattr(args, "blank_penalty", None)}
 
 
 def _default_model(args: argparse.Namespace) -> None:
@@ -145,6 +145,7 @@ def _expand_images(inputs: list[str], force_line: bool = False) -> list:
     whole page is skipped with a warning (line segmentation is needed first) unless `force_line`."""
     from .datasets import Problems, layout, read_dataset, spec_of
     from .datasets.folder import IMAGE_SUFFIXES
+    from .datasets.paths import files_under
     from .writers import page_image_warning
 
     images: list = []
@@ -158,7 +159,7 @@ def _expand_images(inputs: list[str], force_line: bool = False) -> list:
             if problems or problems.warnings:
                 print(f"{item}: {problems.summary()}", file=sys.stderr)
             continue
-        found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES) if p.is_dir() else [item]
+        found = [str(f) for f in files_under(p, IMAGE_SUFFIXES)] if p.is_dir() else [item]
         for image in found:
             warning = None if force_line else page_image_warning(image)
             if warning:
@@ -315,20 +316,26 @@ def cmd_lm_tune(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibration import calibrate_recognizer, reliability_diagram
     from .checkpoint import update_metadata
-    from .recognition import load
+    from .runtime import load
 
-    recognizer = load(args.checkpoint)
-    report = calibrate_recognizer(recognizer, _read_samples(args.data), args.batch_size, args.bins)
+    recognizer = load(args.checkpoint, tta=args.tta)
+    report = calibrate_recognizer(recognizer, _read_samples(args.data), args.batch_size, args.bins,
+                                  args.blank_penalties)
+    blank = report["blank_penalty_fit"]
+    print("blank penalty: " + ", ".join(f"{g['blank_penalty']:g} -> CER {100 * g['cer']:.2f}%" for g in blank["grid"]))
+    print(f"blank penalty {blank['blank_penalty']:g}: greedy CER {100 * blank['cer']:.2f}% "
+          f"(without: {100 * blank['cer_without']:.2f}%)")
     print(f"temperature {report['temperature']:.3f} fitted on {report['characters']} characters "
           f"of {report['lines']} lines")
     print(f"ECE {100 * report['ece_before']:.2f}% -> {100 * report['ece_after']:.2f}%, "
           f"NLL {report['nll_before']:.4f} -> {report['nll_after']:.4f}")
     output = Path(args.output) if args.output else Path(args.checkpoint)
     stored = {k: report[k] for k in ("temperature", "target", "characters", "lines", "ece_before", "ece_after",
-                                     "nll_before", "nll_after")}
+                                     "nll_before", "nll_after", "blank_penalty", "tta")}
+    stored["greedy_cer"] = {"with_blank_penalty": blank["cer"], "without": blank["cer_without"]}
     backup = update_metadata(args.checkpoint, {"calibration": {**stored, "data": list(args.data)}},
                              args.output)
-    print(f"temperature stored in {output}" + (f" (original kept as {backup})" if backup else ""))
+    print(f"blank penalty and temperature stored in {output}" + (f" (original kept as {backup})" if backup else ""))
     diagram = reliability_diagram(report, args.diagram or output.with_suffix(".reliability.png"))
     print(f"reliability diagram: {diagram}")
     if args.json:
@@ -368,7 +375,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     cal = meta.get("calibration")
     if cal:
         print(f"calibration  temperature {cal['temperature']:.3f} (ECE {100 * cal['ece_before']:.2f}% -> "
-              f"{100 * cal['ece_after']:.2f}% on {cal['characters']} characters)")
+              f"{100 * cal['ece_after']:.2f}% on {cal['characters']} characters), blank penalty "
+              f"{cal.get('blank_penalty', 0.0):g}")
     metrics = meta.get("metrics", {})
     if metrics:
         shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
@@ -469,13 +477,18 @@ def _add_decoder_arguments(p: argparse.ArgumentParser, lm_required: bool = False
                    help="words outside the lexicon: penalised (default) or forbidden")
     g.add_argument("--oov-penalty", type=float, default=DEFAULT_OOV_PENALTY,
                    help=f"log-score penalty per out-of-lexicon word (default: {DEFAULT_OOV_PENALTY:g})")
+    g.add_argument("--blank-penalty", type=float, metavar="P",
+                   help="subtract P from the blank's logit in every frame, so fewer characters are dropped (default: "
+                   "the model's, fitted by `htrjand calibrate`, for decoders without --lm; 0 with an LM)")
     g.add_argument("--tta", type=int, choices=TTA_CHOICES, default=1,
                    help="test-time augmentation: read each line 3 or 5 times, shifted up and down, and average "
                    "(about 0.5 CER points better for 3 or 5 times the network's work; default: 1, off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .calibration import BLANK_PENALTIES
     from .config import SECTIONS, add_arguments
+    from .runtime import TTA_CHOICES
 
     parser = argparse.ArgumentParser(prog="htrjand", description="Handwritten text recognition of line images "
                                      "(HTR-JAND: gated CNN + combined attention + CTC).")
@@ -579,15 +592,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_arguments(p, lm_required=True)
     p.set_defaults(func=cmd_lm_tune)
 
-    p = sub.add_parser("calibrate", help="fit the confidence temperature on validation data",
-                       description="Fit one temperature T for the character confidences (target: per-character "
-                       "correctness of greedy output aligned to the reference), store it in the checkpoint and "
-                       "draw a reliability diagram. The decoded text never changes.")
+    p = sub.add_parser("calibrate", help="fit the blank penalty and confidence temperature on validation data",
+                       description="Fit the blank penalty of decoding (the value of a grid with the lowest greedy CER "
+                       "on the lines; it changes the text of decoders without an LM), then one temperature T for the "
+                       "character confidences (target: per-character correctness of greedy output aligned to the "
+                       "reference); store both in the checkpoint and draw a reliability diagram.")
     p.add_argument("checkpoint", help="model checkpoint (.ckpt)")
     p.add_argument("data", nargs="+", help="validation datasets")
     p.add_argument("--output", help="write the calibrated checkpoint here (default: in place, original kept as .bak)")
     p.add_argument("--diagram", help="reliability diagram PNG (default: OUTPUT with .reliability.png)")
     p.add_argument("--bins", type=int, default=15, help="confidence bins for ECE (default: 15)")
+    p.add_argument("--blank-penalties", type=_floats, default=list(BLANK_PENALTIES),
+                   help=f"comma-separated blank penalties to try (default: {','.join(f'{v:g}' for v in BLANK_PENALTIES)}; "
+                   "0: none)")
+    p.add_argument("--tta", type=int, choices=TTA_CHOICES, default=1,
+                   help="fit on the averaged reading of --tta 3 or 5, for a model read that way (default: 1)")
     p.add_argument("--json", help="write the calibration report to this JSON file")
     p.add_argument("--batch-size", type=int, default=16, help="lines per batch (default: 16)")
     p.set_defaults(func=cmd_calibrate)

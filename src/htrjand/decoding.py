@@ -3,7 +3,8 @@ lexicon; confidences per character, word and line; character and word positions;
 
 A `Decoder` turns one line's frame logits `[T, C]` into a `Decoded`. Beam search ranks prefixes by
     log P_ctc(prefix) + alpha * ln P_lm(prefix) + beta * tokens - oov_penalty * OOV words
-(tokens = characters for a character LM, words for a word LM). Its best text is then aligned to
+(tokens = characters for a character LM, words for a word LM). A blank penalty lowers the blank's
+logit before either search, so fewer characters are dropped (fitted per model by `htrjand calibrate`). Its best text is then aligned to
 the frames with a forced (Viterbi) CTC alignment, so greedy and beam results carry the same
 per-character frame spans, confidences and positions.
 """
@@ -84,6 +85,15 @@ class Decoded:
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def penalize_blank(logits: np.ndarray, penalty: float) -> np.ndarray:
+    """`[T, C]` logits with `penalty` subtracted from the blank's (a copy; the same array when 0)."""
+    if not penalty:
+        return logits
+    out = np.array(logits, dtype=np.float64)
+    out[:, BLANK] -= penalty
+    return out
 
 
 def collapse(path: Sequence[int], previous: int = BLANK) -> tuple[list[int], list[tuple[int, int]]]:
@@ -374,14 +384,17 @@ class Decoder:
 
     def __init__(self, charset: Charset, kind: str = "greedy", beam_width: int = DEFAULT_BEAM,
                  scorer: LanguageScorer | None = None, nbest: int = 5, token_min_logp: float = TOKEN_MIN_LOGP,
-                 name: str = "", search: "FlashlightSearch | None" = None):
+                 name: str = "", search: "FlashlightSearch | None" = None, blank_penalty: float = 0.0):
         if kind not in ("greedy", "beam"):
             raise DecodingError(f"decoder must be greedy or beam, got {kind!r}")
         if kind == "greedy" and (scorer is not None or search is not None):
             raise DecodingError("a language model or lexicon needs the beam decoder")
         if beam_width < 1:
             raise DecodingError(f"beam width must be at least 1, got {beam_width}")
+        if not math.isfinite(blank_penalty):
+            raise DecodingError(f"blank penalty must be a finite number, got {blank_penalty}")
         self.charset, self.kind, self.beam_width, self.scorer = charset, kind, beam_width, scorer
+        self.blank_penalty = float(blank_penalty)  # subtracted from the blank's logit in every frame
         self.nbest, self.token_min_logp = nbest, token_min_logp
         self.search = search  # the C++ engine (flashlight_search) in place of `beam_search`
         self.name = name or self.describe()
@@ -391,12 +404,13 @@ class Decoder:
                      lm: str | Path | None = None, alpha: float | None = None, beta: float | None = None,
                      lexicon: str | Path | None = None, lexicon_mode: str = "penalty",
                      oov_penalty: float = DEFAULT_OOV_PENALTY, nbest: int = 5, lm_backend: str = "auto",
-                     normalize=normalize_text, engine: str = "python") -> "Decoder":
+                     normalize=normalize_text, engine: str = "python", blank_penalty: float = 0.0) -> "Decoder":
         """A decoder from command-line style options; files are loaded and checked against the
         model's charset. `decoder` None means beam when an LM or lexicon is given, else greedy.
         Alpha and beta default to the values stored beside the LM (`lm tune`), else 0.5 and 1.
         `engine` runs beam search in Python (any LM, lexicons) or in flashlight-text's C++ decoder
-        (character LMs, no lexicon; module flashlight_search)."""
+        (character LMs, no lexicon; module flashlight_search). `blank_penalty` is subtracted from the
+        blank's logit in every frame before the search."""
         kind = decoder or ("beam" if lm or lexicon else "greedy")
         if kind == "greedy" and (lm or lexicon):
             raise DecodingError("--lm and --lexicon need --decoder beam")
@@ -405,7 +419,7 @@ class Decoder:
         if engine not in ENGINES:
             raise DecodingError(f"beam engine must be {' or '.join(ENGINES)}, got {engine!r}")
         if engine == "flashlight" and kind == "beam":
-            return cls._flashlight(charset, beam_width, lm, alpha, beta, lexicon, nbest)
+            return cls._flashlight(charset, beam_width, lm, alpha, beta, lexicon, nbest, blank_penalty)
         model = words = None
         if lm:
             model, settings = load_lm(lm, lm_backend)
@@ -421,11 +435,11 @@ class Decoder:
             scorer = LanguageScorer(charset, model, words, DEFAULT_ALPHA if alpha is None else float(alpha),
                                     DEFAULT_BETA if beta is None else float(beta), lexicon_mode == "strict",
                                     oov_penalty)
-        return cls(charset, kind, beam_width, scorer, nbest)
+        return cls(charset, kind, beam_width, scorer, nbest, blank_penalty=blank_penalty)
 
     @classmethod
     def _flashlight(cls, charset: Charset, beam_width: int, lm: str | Path | None, alpha: float | None,
-                    beta: float | None, lexicon: str | Path | None, nbest: int) -> "Decoder":
+                    beta: float | None, lexicon: str | Path | None, nbest: int, blank_penalty: float) -> "Decoder":
         from .flashlight_search import FlashlightSearch, FlashlightUnavailable
 
         if lexicon:
@@ -442,7 +456,7 @@ class Decoder:
             search = FlashlightSearch(charset, lm, float(alpha) if lm else 0.0, float(beta) if lm else 0.0, beam_width)
         except FlashlightUnavailable as err:
             raise DecodingError(str(err)) from None
-        return cls(charset, "beam", beam_width, None, nbest, search=search)
+        return cls(charset, "beam", beam_width, None, nbest, search=search, blank_penalty=blank_penalty)
 
     @property
     def weights(self) -> tuple[float, float] | None:
@@ -464,10 +478,11 @@ class Decoder:
         self.name = self.describe()
 
     def describe(self) -> str:
+        penalty = f" (blank penalty {self.blank_penalty:g})" if self.blank_penalty else ""
         if self.kind == "greedy":
-            return "greedy"
+            return "greedy" + penalty
         if self.search is not None:
-            return self.search.describe()
+            return self.search.describe() + penalty
         parts = [f"beam {self.beam_width}" + (f" (characters above e^{self.token_min_logp:g})"
                                               if self.token_min_logp != TOKEN_MIN_LOGP else "")]
         s = self.scorer
@@ -475,14 +490,14 @@ class Decoder:
             parts.append(f"{s.lm.unit} {s.lm.order}-gram LM (alpha {s.alpha:g}, beta {s.beta:g})")
         if s is not None and s.lexicon is not None:
             parts.append(f"lexicon {'strict' if s.strict else f'penalty {s.oov_penalty:g}'}")
-        return " + ".join(parts)
+        return " + ".join(parts) + penalty
 
     def decode_line(self, logits: np.ndarray, temperature: float = 1.0, px_per_frame: float | None = None,
                     width: int | None = None) -> Decoded:
         """Decode one line's `[T, C]` logits. Confidences use `softmax(logits / temperature)`;
         positions are given when `px_per_frame` (original pixels per output frame) is."""
         logits = np.asarray(logits, dtype=np.float64)
-        log_probs = log_softmax(logits)
+        log_probs = log_softmax(penalize_blank(logits, self.blank_penalty))
         if self.kind == "greedy":
             labels, spans = greedy_path(log_probs)
             text = self.charset.decode(labels)
@@ -500,7 +515,10 @@ class Decoder:
                     spans = align(log_probs, labels)
             text = self.charset.decode(labels)
             nbest = [Candidate(self.charset.decode(h.labels), h.score, h.acoustic, h.lm) for h in hyps]
-        probs = np.exp(log_softmax(logits / temperature)) if temperature != 1.0 else np.exp(log_probs)
+        if temperature != 1.0 or self.blank_penalty:  # confidences from the model's own (tempered) posteriors
+            probs = np.exp(log_softmax(logits / temperature))
+        else:
+            probs = np.exp(log_probs)
         confs = [float(probs[t0:t1, lab].max()) for lab, (t0, t1) in zip(labels, spans)]
         if confs:
             line_conf = sum(confs) / len(confs)
@@ -532,4 +550,4 @@ def greedy_decode(logits: Tensor, lengths: Tensor, charset: Charset) -> list[Dec
 
 
 __all__ = ["Candidate", "Decoded", "Decoder", "DecodingError", "LMError", "LanguageScorer", "Word", "align",
-           "beam_search", "collapse", "greedy_decode", "greedy_path", "log_softmax"]
+           "beam_search", "collapse", "greedy_decode", "greedy_path", "log_softmax", "penalize_blank"]

@@ -109,8 +109,11 @@ class LineReader:
     def __init__(self, charset: Charset, meta: dict, height: int, stride: int):
         self.charset, self.meta, self.height, self.stride = charset, meta, height, stride
         self.tta = 1
-        self.temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
-        self.decoder = Decoder(charset)
+        calibration = meta.get("calibration") or {}
+        self.temperature = float(calibration.get("temperature", 1.0))
+        # fitted by `htrjand calibrate`; used by the decoders without a language model (whose beta does its work)
+        self.blank_penalty = float(calibration.get("blank_penalty", 0.0))
+        self.decoder = Decoder(charset, blank_penalty=self.blank_penalty)
         # the character standardisation the model was trained with (references are scored with it)
         self.mapping = CharMapping.from_dict(meta.get("charset_mapping"))
 
@@ -143,9 +146,12 @@ class LineReader:
 
     def make_decoder(self, decoder: str | None = None, **options) -> Decoder:
         """A `Decoder` for this model's charset (options as `Decoder.from_options`); lexicon words
-        are standardised with the model's character mapping."""
+        are standardised with the model's character mapping. Without a `blank_penalty` (or None) the
+        model's calibrated one applies, except with a language model (0: its beta rewards characters)."""
         if self.mapping.table and "normalize" not in options:
             options["normalize"] = self.mapping.apply
+        if options.get("blank_penalty") is None:
+            options["blank_penalty"] = 0.0 if options.get("lm") else self.blank_penalty
         return Decoder.from_options(self.charset, decoder, **options)
 
     def prepare(self, image: ImageInput | Sample) -> tuple[np.ndarray, int] | str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def is_file(path: Path) -> bool:
         return Path(path).is_file()
     except (OSError, ValueError):
         return False
+
+
+def files_under(root: Path, suffixes: Collection[str]) -> list[Path]:
+    """Files under `root` whose suffix (any case) is in `suffixes`, sorted; symlinked folders are
+    followed (each real folder once, so link loops end), as `find -L` does. For a user's own inputs
+    (`htrjand recognize FOLDER`), not for datasets, whose files `Confinement` keeps in their folder."""
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        found += [Path(folder, n) for n in names if Path(n).suffix.lower() in suffixes and is_file(Path(folder, n))]
+    return sorted(found)
 
 
 def resolve(path: Path) -> Path | None:
