@@ -165,6 +165,42 @@ def test_lexicon_matching_and_errors(tmp_path):
         Lexicon(["αβ", "γδ"], "greek.txt").check(Charset(list("abc")))
 
 
+def test_lexicon_matches_elisions_and_compounds_from_their_parts():
+    lex = Lexicon(["l", "homme", "peut", "être", "qu", "il", "can't"])
+    assert lex.word_ok("l'homme") and lex.word_ok("L’Homme,") and lex.word_ok("peut-être") and lex.word_ok("qu'il")
+    assert lex.word_ok("can't") and not lex.word_ok("won't")  # a whole word in the list still matches as such
+    assert not lex.word_ok("l'hxmme") and not lex.word_ok("x'homme") and not lex.word_ok("peut-xtre")
+    assert lex.prefix_ok("l'hom") and lex.prefix_ok("l'") and lex.prefix_ok("peut-") and lex.prefix_ok("l'homme,")
+    assert not lex.prefix_ok("l'hx") and not lex.prefix_ok("x'ho")
+
+
+def test_cli_lexicon_adds_a_languages_frequent_words_from_wordfreq(tmp_path, capsys):
+    from htrjand.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Hooker wrote to Dyer\nthe seeds\n", encoding="utf-8")
+    out = tmp_path / "words.txt"
+    assert main(["lm", "lexicon", str(corpus), "--wordfreq", "en:300", "--wordfreq", "fr:300", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 words (of 6 distinct) from the texts" in printed and "more from wordfreq en:300" in printed
+    words = out.read_text(encoding="utf-8").split("\n")[:-1]
+    assert words[:6] == ["Dyer", "Hooker", "seeds", "the", "to", "wrote"]  # the texts' words first
+    assert len(words) == len({w.lower() for w in words}) and 500 < len(words) <= 606  # no word twice
+    lexicon = Lexicon.load(out)
+    assert lexicon.word_ok("Hooker") and lexicon.word_ok("which") and lexicon.word_ok("avec")
+    assert lexicon.word_ok("l'homme") and not lexicon.word_ok("xqzw")  # French elisions from the split list
+    # a language alone is enough; mistakes are named
+    assert main(["lm", "lexicon", "--wordfreq", "en:50", "--out", str(tmp_path / "en.txt")]) == 0
+    assert len((tmp_path / "en.txt").read_text(encoding="utf-8").split()) >= 45
+    assert main(["lm", "lexicon", "--wordfreq", "xx", "--out", str(tmp_path / "x.txt")]) == 2
+    assert "no word list for 'xx'" in capsys.readouterr().err
+    assert main(["lm", "lexicon", "--wordfreq", "en:lots", "--out", str(tmp_path / "x.txt")]) == 2
+    assert "LANG:N" in capsys.readouterr().err
+    assert main(["lm", "lexicon", "--out", str(tmp_path / "x.txt")]) == 2
+    assert "give texts or datasets, --wordfreq LANG, or both" in capsys.readouterr().err
+    assert not (tmp_path / "x.txt").exists()
+
+
 def test_corpus_lines_reads_text_files_and_manifests(tmp_path):
     (tmp_path / "a.txt").write_text("first  line\n\nsecond\u00a0line\n", encoding="utf-8")
     (tmp_path / "b").write_text("plain text without suffix\n", encoding="utf-8")
@@ -184,7 +220,7 @@ def test_cli_lexicon_writes_the_corpus_words_most_frequent_first(tmp_path, capsy
     corpus.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     out = tmp_path / "lex" / "words.txt"
     assert main(["lm", "lexicon", str(corpus), "--out", str(out), "--min-count", "2"]) == 0
-    assert "7 words (of 10 distinct)" in capsys.readouterr().out
+    assert "7 words (of 10 distinct) from the texts" in capsys.readouterr().out
     words = out.read_text(encoding="utf-8").split()
     # counted as the decoder matches them: 'the' x6, 'cat' x4 (with 'cat,'), 'dog' x3 (with 'dog.'), then by name
     assert words == ["the", "cat", "dog", "a", "mat", "on", "sat"]

@@ -262,15 +262,24 @@ def cmd_lm_build(args: argparse.Namespace) -> int:
 
 def cmd_lm_lexicon(args: argparse.Namespace) -> int:
     from .datasets import DataError
-    from .lm import lexicon_words
+    from .lm import lexicon_words, wordfreq_words
 
-    words, distinct = lexicon_words(_corpus(args), args.min_count)
-    if not words:
+    if not args.text and not args.wordfreq:
+        raise DataError("lm lexicon: give texts or datasets, --wordfreq LANG, or both")
+    words, distinct = lexicon_words(_corpus(args), args.min_count) if args.text else ([], 0)
+    if args.text and not words:
         raise DataError(f"{', '.join(args.text)}: no word occurs {args.min_count} times or more: nothing to write")
+    counts = [f"{len(words)} words (of {distinct} distinct) from the texts"] if args.text else []
+    known = {w.lower() for w in words}
+    for spec in args.wordfreq or []:
+        new = [w for w in wordfreq_words(spec) if w.lower() not in known]
+        known.update(w.lower() for w in new)
+        words += new
+        counts.append(f"{len(new)} more from wordfreq {spec}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(words) + "\n", encoding="utf-8")
-    print(f"{len(words)} words (of {distinct} distinct) written to {out}")
+    print(f"{len(words)} words written to {out}: {', '.join(counts)}")
     return 0
 
 
@@ -574,9 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = lm_sub.add_parser("lexicon", help="write the words of texts or datasets as a lexicon for beam search",
                           description="One word per line, most frequent first (words are split at spaces, as "
                           "the decoder splits them; it ignores punctuation around a word and case when matching).")
-    p.add_argument("text", nargs="+", help="text files (text:PATH or *.txt) or datasets, as for `lm build`")
+    p.add_argument("text", nargs="*", help="text files (text:PATH or *.txt) or datasets, as for `lm build`")
     p.add_argument("--out", required=True, help="word list to write")
     p.add_argument("--min-count", type=int, default=1, help="keep words seen at least this often (default: 1)")
+    p.add_argument("--wordfreq", action="append", metavar="LANG[:N]",
+                   help="add the N most frequent words of LANG (default N 20000) from the wordfreq package's lists, "
+                   "after the texts' words; repeat for several languages (pip install 'htrjand[wordfreq]')")
     _add_mapping_argument(p)
     p.set_defaults(func=cmd_lm_lexicon)
     p = lm_sub.add_parser("tune", help="grid-search the LM weight (alpha) and insertion bonus (beta) on "

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -532,9 +533,14 @@ def _has_letters(text: str) -> bool:
     return any(c.isalpha() for c in text)
 
 
+JOINS = re.compile(r"(?<=['’])|-")  # where a written word joins words: after an elision's apostrophe, at a hyphen
+
+
 class Lexicon:
     """A word list. Matching is case-insensitive and ignores punctuation at either end of a word;
-    a token without letters (numbers, punctuation) always matches."""
+    a token without letters (numbers, punctuation) always matches. A word the list lacks also
+    matches when its parts do: elisions and hyphenated compounds ("l'homme" from "l" and "homme",
+    "peut-être" from "peut" and "être"), as word lists split by a tokenizer hold them."""
 
     def __init__(self, words: Iterable[str], path: str = ""):
         self.path = path
@@ -580,8 +586,16 @@ class Lexicon:
         return word[start:end]
 
     def _word_ok(self, word: str) -> bool:
-        core = self._core(word)
-        return not _has_letters(core) or core.lower() in self.words
+        core = self._core(word).lower()
+        return not _has_letters(core) or core in self.words or self._parts_ok(core)
+
+    def _parts_ok(self, core: str) -> bool:
+        """Whether a joined word's parts (`JOINS`) are all words."""
+        parts = JOINS.split(core)
+        return len(parts) > 1 and self._words(parts)
+
+    def _words(self, parts: list[str]) -> bool:
+        return all(not _has_letters(c) or c in self.words for c in map(self._core, parts))
 
     def _prefix_ok(self, partial: str) -> bool:
         """Can `partial` still grow into a matching word (a lexicon prefix, maybe with trailing punctuation)?"""
@@ -593,10 +607,13 @@ class Lexicon:
             return True
         if body in self.prefixes:
             return True
+        parts = JOINS.split(body)  # "l'hom": the finished parts are words, the last can still grow into one
+        if len(parts) > 1 and self._words(parts[:-1]) and (not _has_letters(parts[-1]) or parts[-1] in self.prefixes):
+            return True
         end = len(body)
         while end > 0 and _edge(body[end - 1]):  # "word," : a full word followed by punctuation
             end -= 1
-            if body[:end] in self.words or not _has_letters(body[:end]):
+            if self._word_ok(body[:end]):
                 return True
         return False
 
@@ -621,6 +638,31 @@ def lexicon_words(lines: Iterable[str], min_count: int = 1) -> tuple[list[str], 
     cores = (Lexicon._core(token) for line in lines for token in line.split())
     counts = Counter(core for core in cores if _has_letters(core))
     return sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)), len(counts)
+
+
+WORDFREQ_WORDS = 20_000  # words per language `--wordfreq LANG` adds (validation: 20k and 50k equal, docs/decoding.md)
+
+
+def wordfreq_words(spec: str) -> list[str]:
+    """The most frequent words of a language from the `wordfreq` package's bundled lists (no download),
+    as a `Lexicon` matches them: `spec` is `LANG` or `LANG:N` (default N: WORDFREQ_WORDS), e.g. `fr:50000`."""
+    lang, _, count = spec.partition(":")
+    try:
+        n = int(count) if count else WORDFREQ_WORDS
+    except ValueError:
+        n = 0
+    if not lang or n < 1:
+        raise LMError(f"--wordfreq {spec!r}: expected LANG or LANG:N with N a positive number of words, e.g. en:20000")
+    try:
+        import wordfreq
+    except ImportError:
+        raise LMError("--wordfreq needs the wordfreq package: pip install 'htrjand[wordfreq]'") from None
+    languages = wordfreq.available_languages("best")
+    if lang not in languages:
+        raise LMError(f"--wordfreq {spec!r}: wordfreq has no word list for {lang!r}; it has "
+                      f"{', '.join(sorted(languages))}")
+    cores = (Lexicon._core(normalize_text(w)) for w in wordfreq.top_n_list(lang, n, wordlist="best"))
+    return list(dict.fromkeys(c for c in cores if _has_letters(c)))
 
 
 def corpus_lines(inputs: Iterable[str], problems, normalize=None) -> list[str]:
