@@ -49,3 +49,18 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("rendered")
     return make_dataset(root, {"train": 64, "val": 16, "test": 16}, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(rendered, tmp_path_factory) -> Path:
+    """A tiny Student trained 2 steps on the rendered lines (untrained in all but format): copy it before
+    changing it."""
+    from htrjand.config import load_config
+    from htrjand.training import train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    train(load_config(preset_name="student", overrides={
+        "data": {"train": [str(rendered["train"])], "val": [str(rendered["val"])], "batch_size": 16, "workers": 0},
+        "train": {"output": str(out), "epochs": 1, "max_steps": 2, "warmup_steps": 1, "progress": False},
+        "model": dict(TINY_MODEL)}))
+    return out / "last.ckpt"

@@ -1,4 +1,7 @@
 """Temperature scaling: correctness target, fit, ECE, reliability diagram, checkpoint storage."""
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +9,8 @@ import torch
 from htrjand.calibration import (CalibrationError, CalibrationSet, calibrate, char_correctness, fit_temperature,
                                  reliability, reliability_diagram)
 from htrjand.charset import Charset
+
+from conftest import posterior_frames
 
 
 def test_char_correctness_from_the_edit_alignment():
@@ -71,22 +76,13 @@ def test_reliability_bins_and_diagram(tmp_path):
         assert im.size[0] > 2 * im.size[1] * 0.9 and len(set(im.convert("L").getdata())) > 5
 
 
-def test_calibrated_checkpoint_stays_loadable(rendered, tmp_path):
+def test_calibrated_checkpoint_stays_loadable(rendered, tiny_checkpoint, tmp_path):
     from htrjand import load
     from htrjand.calibration import calibrate_recognizer
     from htrjand.checkpoint import read_checkpoint, update_metadata
-    from htrjand.config import load_config
     from htrjand.datasets import read_dataset
-    from htrjand.training import train
 
-    from conftest import TINY_MODEL
-
-    cfg = load_config(preset_name="student", overrides={
-        "data": {"train": [str(rendered["train"])], "val": [str(rendered["val"])], "batch_size": 16, "workers": 0},
-        "train": {"output": str(tmp_path / "run"), "epochs": 1, "max_steps": 1, "warmup_steps": 1, "progress": False},
-        "model": dict(TINY_MODEL)})
-    train(cfg)
-    src = tmp_path / "run" / "last.ckpt"
+    src = Path(shutil.copy(tiny_checkpoint, tmp_path / "last.ckpt"))
     samples = read_dataset(rendered["val"])
     recognizer = load(src)
     report = calibrate_recognizer(recognizer, samples)
@@ -103,20 +99,11 @@ def test_calibrated_checkpoint_stays_loadable(rendered, tmp_path):
     assert all(torch.equal(weights[k], v) for k, v in read_checkpoint(src)["state_dict"].items())
 
 
-def _frames(*rows: dict, classes: int = 4) -> np.ndarray:
-    """`[T, C]` logits from per-frame posteriors {class: probability} (the rest of the mass spread)."""
-    out = np.full((len(rows), classes), 1e-6)
-    for t, row in enumerate(rows):
-        for c, p in row.items():
-            out[t, c] = p
-    return np.log(out / out.sum(1, keepdims=True))
-
-
 def test_blank_penalty_keeps_uncertain_characters_and_their_true_confidence():
     from htrjand.decoding import Decoder
 
     charset = Charset("ab")  # classes: blank, a, b
-    z = _frames({1: 0.9, 0: 0.1}, {0: 0.6, 2: 0.4}, {0: 1.0}, classes=3)  # "a", then a "b" the blank outweighs
+    z = posterior_frames(charset, [{"a": 0.9, "": 0.1}, {"": 0.6, "b": 0.4}, {"": 1.0}])  # "a", then a "b" the blank outweighs
     assert Decoder(charset).decode_line(z).text == "a"
     penalised = Decoder(charset, blank_penalty=0.5).decode_line(z)  # log(0.6 / 0.4) = 0.41 < 0.5
     assert penalised.text == "ab"
@@ -135,7 +122,7 @@ def test_blank_penalty_fit_picks_the_penalty_that_lowers_cer_and_none_when_none_
     charset = Charset("ab")
     reader = LineReader(charset, {}, height=64, stride=8)
     # each line holds an "a" read with certainty and a "b" the blank outweighs by 0.6 : 0.4 (log ratio 0.41)
-    outputs = [LineOutput(_frames({1: 0.9}, {0: 0.6, 2: 0.4}, {0: 1.0}, classes=3), 8.0, 24)] * 3
+    outputs = [LineOutput(posterior_frames(charset, [{"a": 0.9}, {"": 0.6, "b": 0.4}, {"": 1.0}]), 8.0, 24)] * 3
     samples = [Sample(f"l{i}.png", "ab", "d") for i in range(3)]
     fit = fit_blank_penalty(reader, samples, outputs, (0.25, 0.5, 1.0))
     assert fit["blank_penalty"] == 0.5 and fit["cer"] == 0.0 and fit["cer_without"] == pytest.approx(0.5)
@@ -144,22 +131,12 @@ def test_blank_penalty_fit_picks_the_penalty_that_lowers_cer_and_none_when_none_
     assert fit_blank_penalty(reader, [Sample("x.png", "a", "d")] * 3, outputs, (0.25, 0.5, 1.0))["blank_penalty"] == 0.0
 
 
-def test_calibrate_stores_the_blank_penalty_used_by_decoders_without_lm(rendered, tmp_path, capsys):
+def test_calibrate_stores_the_blank_penalty_used_by_decoders_without_lm(rendered, tiny_checkpoint, tmp_path, capsys):
     from htrjand import load
     from htrjand.checkpoint import update_metadata
     from htrjand.cli import main
-    from htrjand.config import load_config
-    from htrjand.training import train
 
-    from conftest import TINY_MODEL
-
-    cfg = load_config(preset_name="student", overrides={
-        "data": {"train": [str(rendered["train"])], "val": [str(rendered["val"])], "batch_size": 16, "workers": 0},
-        "train": {"output": str(tmp_path / "run"), "epochs": 1, "max_steps": 1, "warmup_steps": 1, "progress": False},
-        "model": dict(TINY_MODEL)})
-    train(cfg)
-    src = tmp_path / "run" / "last.ckpt"
-    out = tmp_path / "cal.ckpt"
+    src, out = tiny_checkpoint, tmp_path / "cal.ckpt"
     assert main(["calibrate", str(src), str(rendered["val"]), "--output", str(out), "--blank-penalties", "0.5,1"]) == 0
     printed = capsys.readouterr().out
     assert "blank penalty: 0 -> CER" in printed and "1 -> CER" in printed

@@ -160,23 +160,16 @@ def test_decoder_option_errors(tmp_path):
     assert Decoder.from_options(cs).kind == "greedy"
 
 
-def test_cli_lm_build_tune_calibrate_recognize(rendered, tmp_path, capsys):
+def test_cli_lm_build_tune_calibrate_recognize(rendered, tiny_checkpoint, tmp_path, capsys):
+    import shutil
+
     from PIL import Image
 
     from htrjand import load
     from htrjand.cli import main
-    from htrjand.config import load_config
     from htrjand.datasets import read_dataset
-    from htrjand.training import train
 
-    from conftest import TINY_MODEL
-
-    cfg = load_config(preset_name="student", overrides={
-        "data": {"train": [str(rendered["train"])], "val": [str(rendered["val"])], "batch_size": 16, "workers": 0},
-        "train": {"output": str(tmp_path / "run"), "epochs": 1, "max_steps": 2, "warmup_steps": 1, "progress": False},
-        "model": dict(TINY_MODEL)})
-    train(cfg)
-    ckpt = str(tmp_path / "run" / "last.ckpt")
+    ckpt = str(shutil.copy(tiny_checkpoint, tmp_path / "last.ckpt"))
     arpa = tmp_path / "char.arpa"
     assert main(["lm", "build", str(rendered["train"]), "--order", "4", "--out", str(arpa)]) == 0
     assert "char 4-gram LM" in capsys.readouterr().out
@@ -191,8 +184,8 @@ def test_cli_lm_build_tune_calibrate_recognize(rendered, tmp_path, capsys):
 
     assert main(["calibrate", ckpt, str(rendered["val"]), "--json", str(tmp_path / "cal.json")]) == 0
     assert "temperature" in capsys.readouterr().out
-    assert (tmp_path / "run" / "last.ckpt.bak").is_file()
-    assert Image.open(tmp_path / "run" / "last.reliability.png").size[0] > 400
+    assert (tmp_path / "last.ckpt.bak").is_file()
+    assert Image.open(tmp_path / "last.reliability.png").size[0] > 400
     model = load(ckpt)
     assert model.temperature == pytest.approx(json.loads((tmp_path / "cal.json").read_text())["temperature"])
 

@@ -18,7 +18,7 @@ from htrjand.cli import main
 from htrjand.config import ConfigError, load_config
 from htrjand.model import HTRNet, ModelConfig
 from htrjand.training import train
-from htrjand.training.distill import alpha_at, feature_loss, kd_loss, teacher_columns
+from htrjand.training.distill import alpha_at, feature_loss, kd_loss, teacher_averaged, teacher_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 P32 = [[2, 2], [2, 2], [2, 2], [2, 1], [1, 1], [1, 1]]  # height 32 -> 2, width stride 8
@@ -254,6 +254,28 @@ def test_misaligned_student_and_bad_settings_are_refused(teacher, lines8, tmp_pa
     with pytest.raises(ConfigError, match="plain training, not distillation"):
         train(_config(lines8, tmp_path / "d", STUDENT, distill={"teacher": str(path)}, resume=str(path)))
     assert not (tmp_path / "a" / "last.ckpt").exists() and not (tmp_path / "b" / "last.ckpt").exists()
+
+
+def test_teacher_targets_averaged_over_shifted_readings(teacher, lines8, tmp_path):
+    from htrjand.runtime import shift_rows
+
+    path, _ = teacher
+    net = load(path).model.eval()
+    images = torch.zeros(2, 1, 32, 48)
+    images[:, :, 10:22, 4:40] = torch.rand(2, 1, 12, 36, generator=torch.Generator().manual_seed(0))
+    widths = torch.tensor([48, 40])
+    with torch.no_grad():
+        logits = net(images, widths)[0]
+        averaged = teacher_averaged(net, images, widths, logits, 3)  # height 32: shifted by 1 row up and down
+        expected = sum(net(shift_rows(images, r), widths)[0].log_softmax(-1) for r in (0, -1, 1)) / 3
+    assert torch.allclose(averaged, expected, atol=1e-5)
+    assert not torch.allclose(averaged, logits.log_softmax(-1), atol=1e-3)  # the copies do change the targets
+    # a distillation with the averaged Teacher trains and records it; other counts are refused
+    summary = train(_config(lines8, tmp_path / "tta", STUDENT, epochs=2, distill={"teacher": str(path), "teacher_tta": 3}))
+    assert summary["distillation"]["settings"]["teacher_tta"] == 3
+    assert torch.isfinite(torch.tensor(summary["best_val_cer"]))
+    with pytest.raises(ConfigError, match="teacher_tta must be one of 1, 3, 5"):
+        train(_config(lines8, tmp_path / "bad", STUDENT, distill={"teacher": str(path), "teacher_tta": 2}))
 
 
 def _edited_teacher(src: Path, dst: Path, chars: str | None = None, edit=None) -> Path:

@@ -184,6 +184,9 @@ class DistillConfig:
                 "hold bare images), given like training data"})
     student_charset: str = field(default="data", metadata={
         "help": "Student charset: data (from the training text; Teacher columns mapped onto it) | teacher"})
+    teacher_tta: int = field(default=1, metadata={
+        "help": "the Teacher's targets averaged over this many readings of each line shifted up and down, as "
+                "`--tta` reads (1, 3 or 5; 3: a better Teacher for 3x its work)"})
 
 
 @dataclass

@@ -82,11 +82,20 @@ class LineOutput:
 TTA_CHOICES = (1, 3, 5)  # inputs averaged by test-time augmentation: the line, then shifted up and down
 
 
-def shift_rows(images: np.ndarray, rows: int) -> np.ndarray:
-    """`[B, 1, H, W]` ink images moved down by `rows` (up when negative), paper (0) filling in."""
+def tta_shifts(height: int, count: int) -> tuple[int, ...]:
+    """The row shifts test-time augmentation reads a line with: 0, then up and down by 1/32 (count 3)
+    and 2/32 (count 5) of the input height."""
+    if count not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {count!r}")
+    step = max(1, round(height / 32))
+    return (0, -step, step, -2 * step, 2 * step)[:count]
+
+
+def shift_rows(images, rows: int):
+    """`[B, 1, H, W]` ink images (numpy or torch) moved down by `rows` (up when negative), paper (0) filling in."""
     if rows == 0:
         return images
-    out = np.zeros_like(images)
+    out = images * 0
     if rows > 0:
         out[:, :, rows:] = images[:, :, :-rows]
     else:
@@ -126,10 +135,7 @@ class LineReader:
 
     @tta.setter
     def tta(self, count: int) -> None:
-        if count not in TTA_CHOICES:
-            raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {count!r}")
-        step = max(1, round(self.height / 32))
-        self._shifts = (0, -step, step, -2 * step, 2 * step)[:count]
+        self._shifts = tta_shifts(self.height, count)
 
     def run_averaged(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`run`, or with `tta` > 1 the mean log-probabilities of the shifted copies (one engine call)."""

@@ -24,6 +24,7 @@ from ..config import Config, ConfigError, DistillConfig
 from ..datasets import DatasetSpec, Problems, Sample, detect_format, read_dataset, spec_of
 from ..datasets.folder import IMAGE_SUFFIXES
 from ..model import HTRNet, ModelConfig, count_parameters
+from ..runtime import TTA_CHOICES, shift_rows, tta_shifts
 from .module import HTRModule, ctc_loss
 
 log = logging.getLogger("htrjand")
@@ -63,6 +64,15 @@ def kd_loss(student: Tensor, teacher: Tensor, lengths: Tensor, temperature: floa
     return temperature ** 2 * (kl * weight).sum(1) / weight.sum(1).clamp_min(1e-6)
 
 
+def teacher_averaged(teacher: nn.Module, images: Tensor, widths: Tensor, logits: Tensor, count: int) -> Tensor:
+    """The mean of the Teacher's frame log-probabilities over the line (its `logits`) and `count` - 1
+    copies shifted up and down (`runtime.tta_shifts`): the Teacher as `--tta count` reads it."""
+    total = logits.float().log_softmax(-1)
+    for rows in tta_shifts(images.shape[2], count)[1:]:
+        total = total + teacher(shift_rows(images, rows), widths)[0].float().log_softmax(-1)
+    return total / count
+
+
 def feature_loss(projected: Tensor, teacher: Tensor, lengths: Tensor) -> Tensor:
     """Per-sample mean over real frames of the squared error, averaged over feature dims `[B]`."""
     error = (projected.float() - teacher.detach().float()).pow(2).mean(-1)
@@ -95,6 +105,8 @@ def check_settings(d: DistillConfig) -> None:
     for name in ("feature_weight", "blank_weight"):
         if getattr(d, name) < 0:
             problems.append(f"{name} must be >= 0 (got {getattr(d, name)})")
+    if d.teacher_tta not in TTA_CHOICES:
+        problems.append(f"teacher_tta must be one of {', '.join(map(str, TTA_CHOICES))} (got {d.teacher_tta})")
     if d.student_charset not in ("data", "teacher"):
         problems.append(f"student_charset must be data or teacher (got {d.student_charset!r})")
     if problems:
@@ -339,6 +351,8 @@ class DistillModule(HTRModule):
         with torch.no_grad():
             t_features, _ = self.teacher.features(images, widths)
             t_logits = self.teacher.head(t_features)
+            if s.teacher_tta > 1:
+                t_logits = teacher_averaged(self.teacher, images, widths, t_logits, s.teacher_tta)
         alpha = self.alpha()
         kd = kd_loss(logits, t_logits, lengths, s.temperature, self.columns if self.columns.numel() else None,
                      s.blank_threshold, s.blank_weight)
