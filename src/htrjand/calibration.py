@@ -163,7 +163,8 @@ def calibrate_recognizer(recognizer, samples: Sequence, batch_size: int = 16, bi
     outputs = recognizer.forward(samples, batch_size=batch_size)
     kept = [(o, s) for o, s in zip(outputs, samples) if o.error is None]
     blank = fit_blank_penalty(recognizer, [s for _, s in kept], [o for o, _ in kept], penalties)
-    data = CalibrationSet.collect([o.logits for o, _ in kept], [s.text for _, s in kept], recognizer.charset.decode,
+    references = [recognizer.mapping.apply(s.text, s.dataset) for _, s in kept]  # standardised as `evaluate` does
+    data = CalibrationSet.collect([o.logits for o, _ in kept], references, recognizer.charset.decode,
                                   blank["blank_penalty"])
     return {**calibrate(data, bins), "lines": len(kept), "blank_penalty": blank["blank_penalty"],
             "blank_penalty_fit": blank, "tta": recognizer.tta}

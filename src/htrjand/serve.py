@@ -575,13 +575,11 @@ def main(args) -> int:
     """`htrjand serve MODEL`: load the model and run uvicorn until interrupted."""
     import uvicorn
 
+    from .cli import _decoder_options
     from .runtime import load
 
     reader = load(args.model, tta=args.tta)
-    options = {"decoder": args.decoder, "beam_width": args.beam_width, "lm": args.lm, "alpha": args.alpha,
-               "beta": args.beta, "lexicon": args.lexicon, "lexicon_mode": args.lexicon_mode,
-               "oov_penalty": args.oov_penalty, "lm_backend": args.lm_backend, "engine": args.beam_engine,
-               "blank_penalty": args.blank_penalty}
+    options = {"decoder": args.decoder, **_decoder_options(args)}
     app = create_app(reader, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                      low_confidence=args.low_confidence, batch_size=args.batch_size,
                      max_pixels=int(args.max_megapixels * 1_000_000), decoder_options=options)
