@@ -144,11 +144,11 @@ def fit_blank_penalty(recognizer, samples: Sequence, outputs: Sequence,
                       penalties: Sequence[float] = BLANK_PENALTIES) -> dict:
     """Greedy corpus CER on the lines for each penalty; the best (lowest CER, then the smaller penalty),
     0 when no penalty beats none (`recognizer.mapping` standardises the references, as `evaluate` does)."""
-    from .evaluation import _decode_all
+    from .evaluation import decode_all
 
     grid = []
     for penalty in sorted(set(float(p) for p in penalties) | {0.0}):
-        counter, _ = _decode_all(recognizer, samples, outputs, Decoder(recognizer.charset, blank_penalty=penalty))
+        counter, _ = decode_all(recognizer, samples, outputs, Decoder(recognizer.charset, blank_penalty=penalty))
         grid.append({"blank_penalty": penalty, "cer": counter.total.cer, "wer": counter.total.wer})
     best = min(grid, key=lambda g: (g["cer"], g["blank_penalty"]))
     return {"blank_penalty": best["blank_penalty"], "cer": best["cer"],

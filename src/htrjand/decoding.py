@@ -4,9 +4,9 @@ lexicon; confidences per character, word and line; character and word positions;
 A `Decoder` turns one line's frame logits `[T, C]` into a `Decoded`. Beam search ranks prefixes by
     log P_ctc(prefix) + alpha * ln P_lm(prefix) + beta * tokens - oov_penalty * OOV words
 (tokens = characters for a character LM, words for a word LM). A blank penalty lowers the blank's
-logit before either search, so fewer characters are dropped (fitted per model by `htrjand calibrate`). Its best text is then aligned to
-the frames with a forced (Viterbi) CTC alignment, so greedy and beam results carry the same
-per-character frame spans, confidences and positions.
+logit before either search, so fewer characters are dropped (fitted per model by `htrjand calibrate`).
+The best text is then aligned to the frames with a forced (Viterbi) CTC alignment, so greedy and beam
+results carry the same per-character frame spans, confidences and positions.
 """
 from __future__ import annotations
 

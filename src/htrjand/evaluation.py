@@ -81,8 +81,10 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _decode_all(recognizer: LineReader, samples: Sequence[Sample], outputs: list[LineOutput],
-                decoder: Decoder) -> tuple[ErrorCounter, float]:
+def decode_all(recognizer: LineReader, samples: Sequence[Sample], outputs: list[LineOutput],
+               decoder: Decoder) -> tuple[ErrorCounter, float]:
+    """Errors of `decoder` on the model's `outputs` for labelled `samples` (references standardised with the
+    model's character mapping) and the seconds decoding took: the model is not run again."""
     counter = ErrorCounter()
     started = time.perf_counter()
     for s, o in zip(samples, outputs):
@@ -163,12 +165,12 @@ def tune_weights(recognizer: LineReader, samples: Sequence[Sample], decoder: Dec
     if decoder.weights is None:
         raise DecodingError("tuning needs a beam decoder with a language model (--lm)")
     outputs = recognizer.forward(list(samples), batch_size=batch_size)
-    greedy, _ = _decode_all(recognizer, samples, outputs, recognizer.decoder)
+    greedy, _ = decode_all(recognizer, samples, outputs, recognizer.decoder)
     grid: list[dict] = []
     for alpha in alphas:
         for beta in betas:
             decoder.set_weights(alpha, beta)
-            counter, seconds = _decode_all(recognizer, samples, outputs, decoder)
+            counter, seconds = decode_all(recognizer, samples, outputs, decoder)
             t: ErrorTotals = counter.total
             grid.append({"alpha": float(alpha), "beta": float(beta), "cer": t.cer, "wer": t.wer,
                          "seconds": seconds})
