@@ -1,5 +1,5 @@
-"""The committed Teacher (models/teacher.ckpt, GPU run 3): a weights-only Teacher-preset checkpoint that
-reads real test lines better than the bundled Student it is there to teach (docs/results.md)."""
+"""The committed Teacher (models/teacher.ckpt, GPU run 4: GPU run 3's continued): a weights-only Teacher-preset
+checkpoint that reads real test lines better than the bundled Student it is there to teach (docs/results.md)."""
 from __future__ import annotations
 
 from pathlib import Path
