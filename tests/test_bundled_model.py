@@ -92,3 +92,53 @@ def test_tta_reads_real_test_lines_better(bundled, shared_data, dataset):
     samples = read_datasets([spec_of(str(shared_data / dataset / "test.tsv"))], Problems())[:100]
     plain = evaluate(bundled, samples, batch_size=16)["overall"]["cer"]
     assert evaluate(htrjand.load(tta=3), samples, batch_size=16)["overall"]["cer"] < plain - 0.003
+
+
+def test_scales_keep_each_lines_most_confident_reading(bundled, tmp_path):
+    """`scales`: every line read at each width factor; the kept reading is, line by line, the one a
+    single-width reader at that factor gives with the highest confidence, its character positions
+    still in the original image's pixels; presets and bad factors are checked."""
+    from PIL import Image
+
+    samples = read_datasets([spec_of(str(EXAMPLES))], Problems())
+    factors = (1.0, 0.6, 1.6)
+    alone = {f: htrjand.load(scales=(f,)).recognize(samples) for f in factors}
+    kept = htrjand.load(scales=factors).recognize(samples)
+    for i, result in enumerate(kept):
+        best = max(factors, key=lambda f: (bool(alone[f][i].text), alone[f][i].confidence))
+        assert (result.text, result.confidence) == (alone[best][i].text, alone[best][i].confidence)
+        with Image.open(samples[i].image) as im:
+            assert all(0 <= x0 < x1 <= im.width for x0, x1 in result.char_positions), result.char_positions
+    assert {f for f in factors if any(k.text == alone[f][i].text != alone[1.0][i].text
+                                      for i, k in enumerate(kept))}, "some line should be kept at another width"
+    assert htrjand.load(scales=3).scales == (1.0, 0.8, 1.25) and bundled.scales == (1.0,)
+    assert htrjand.load(scales=1.5).scales == (1.5,) and htrjand.load(scales=[1, 0.9]).scales == (1.0, 0.9)
+    for bad in (2, (0.1, 1.0), (1.0, 1.0), (), "3", ("wide",), float("nan")):
+        with pytest.raises(ValueError, match="scales"):
+            htrjand.load(scales=bad)
+
+
+def test_scales_read_a_line_squeezed_out_of_shape(bundled, tmp_path):
+    """Lines squeezed to 60% of their width (a writer with narrow letters, or a scan resampled) read
+    badly at their own width; reading them also 1.6 times as wide recovers most of the text."""
+    from PIL import Image
+
+    samples = read_datasets([spec_of(str(EXAMPLES))], Problems())
+    rows = []
+    for s in samples:
+        with Image.open(s.image) as im:
+            im.resize((round(im.width * 0.6), im.height), Image.Resampling.BILINEAR).save(tmp_path / s.image.name)
+        rows.append(f"{s.image.name}\t{s.text}")
+    (tmp_path / "lines.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    squeezed = read_datasets([spec_of(str(tmp_path / "lines.tsv"))], Problems())
+    plain = evaluate(bundled, squeezed)["overall"]["cer"]
+    scaled = evaluate(htrjand.load(scales=(1.0, 1.6)), squeezed)["overall"]["cer"]
+    assert scaled < plain / 2 and scaled < CARD["examples"]["cer"] + 0.03, (plain, scaled)
+
+
+@pytest.mark.parametrize("dataset", ["copiste", "hooker"])
+def test_scales_read_real_test_lines_better(bundled, shared_data, dataset):
+    """On 100 real test lines of each set, reading at 3 widths lowers the bundled Student's CER."""
+    samples = read_datasets([spec_of(str(shared_data / dataset / "test.tsv"))], Problems())[:100]
+    plain = evaluate(bundled, samples, batch_size=16)["overall"]["cer"]
+    assert evaluate(htrjand.load(scales=3), samples, batch_size=16)["overall"]["cer"] < plain - 0.003

@@ -137,11 +137,16 @@ def test_calibrate_stores_the_blank_penalty_used_by_decoders_without_lm(rendered
     from htrjand.cli import main
 
     src, out = tiny_checkpoint, tmp_path / "cal.ckpt"
-    assert main(["calibrate", str(src), str(rendered["val"]), "--output", str(out), "--blank-penalties", "0.5,1"]) == 0
+    assert main(["calibrate", str(src), str(rendered["val"]), "--output", str(out), "--blank-penalties", "0.5,1",
+                 "--scales", "1,1.25"]) == 0
     printed = capsys.readouterr().out
     assert "blank penalty: 0 -> CER" in printed and "1 -> CER" in printed
     stored = load(out).meta["calibration"]
-    assert stored["blank_penalty"] in (0.0, 0.5, 1.0) and stored["tta"] == 1
+    assert stored["blank_penalty"] in (0.0, 0.5, 1.0) and stored["tta"] == 1 and stored["scales"] == [1.0, 1.25]
+    for bad, message in (("0.1,1", "from 0.25 to 4"), ("4", "one of 1, 3, 5, 7"), ("wide", "comma-separated numbers")):
+        with pytest.raises(SystemExit) as stop:
+            main(["calibrate", str(src), str(rendered["val"]), "--output", str(out), "--scales", bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
     # a chosen penalty reaches the default decoder and the LM-free ones, not a decoder with an LM
     update_metadata(out, {"calibration": {**stored, "blank_penalty": 0.75}})
     reader = load(out)

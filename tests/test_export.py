@@ -56,6 +56,8 @@ def test_onnx_matches_pytorch_on_every_width_and_batch(onnx_model, checkpoint, r
         assert x.logits.shape == y.logits.shape
         assert np.abs(x.logits - y.logits).max() < 1e-4
     assert [r.text for r in torch_reader.recognize(images)] == [r.text for r in onnx_reader.recognize(images)]
+    torch_reader.scales = onnx_reader.scales = 3  # multi-scale reading is the engines' shared LineReader
+    assert [r.text for r in torch_reader.recognize(images)] == [r.text for r in onnx_reader.recognize(images)]
 
 
 def test_onnx_file_alone_carries_the_settings(onnx_model, checkpoint):

@@ -167,7 +167,7 @@ def calibrate_recognizer(recognizer, samples: Sequence, batch_size: int = 16, bi
     data = CalibrationSet.collect([o.logits for o, _ in kept], references, recognizer.charset.decode,
                                   blank["blank_penalty"])
     return {**calibrate(data, bins), "lines": len(kept), "blank_penalty": blank["blank_penalty"],
-            "blank_penalty_fit": blank, "tta": recognizer.tta}
+            "blank_penalty_fit": blank, "tta": recognizer.tta, "scales": list(recognizer.scales)}
 
 
 def reliability_diagram(report: dict, path: str | Path) -> Path:

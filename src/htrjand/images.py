@@ -189,6 +189,15 @@ def normalize_height(gray: np.ndarray, height: int, min_width: int = 8, max_widt
     return np.asarray(Image.fromarray(gray).resize((new_w, height), Image.Resampling.BILINEAR))
 
 
+def scale_width(image: np.ndarray, factor: float, min_width: int = 8) -> np.ndarray:
+    """A float `[H, W]` image resized to `factor` times its width (at least `min_width`), height kept."""
+    new_w = max(min_width, round(image.shape[1] * factor))
+    if new_w == image.shape[1]:
+        return image
+    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32))  # mode F
+    return np.asarray(resized.resize((new_w, image.shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
 def to_ink(gray: np.ndarray) -> np.ndarray:
     """uint8 paper-white image -> float32 with ink = 1, paper = 0."""
     return 1.0 - gray.astype(np.float32) / 255.0

@@ -21,7 +21,7 @@ from .charmap import CharMapping
 from .charset import Charset
 from .datasets import Sample
 from .decoding import Candidate, Decoder, DecodingError, Word, log_softmax
-from .images import ImageError, ImageInput, load_gray, load_line, normalize_height, pad_batch, to_ink
+from .images import ImageError, ImageInput, load_gray, load_line, normalize_height, pad_batch, scale_width, to_ink
 
 ONNX_METADATA_KEY = "htrjand"  # metadata_props entry holding the model's settings as JSON
 GRAPH_HASH_KEY = "htrjand.graph_sha256"  # sha256 of the serialised graph, checked on load
@@ -71,12 +71,14 @@ class Result:
 @dataclass
 class LineOutput:
     """The model's output for one line: its frame logits `[T, C]` and how frames map to pixels
-    (`px_per_frame` original-image pixels per frame; `width` the original width); or an error."""
+    (`px_per_frame` original-image pixels per frame; `width` the original width; `scale` the width factor
+    it was read at, see `LineReader.scales`); or an error."""
 
     logits: np.ndarray | None
     px_per_frame: float = 0.0
     width: int = 0
     error: str | None = None
+    scale: float = 1.0
 
 
 TTA_CHOICES = (1, 3, 5)  # inputs averaged by test-time augmentation: the line, then shifted up and down
@@ -89,6 +91,33 @@ def tta_shifts(height: int, count: int) -> tuple[int, ...]:
         raise ValueError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, got {count!r}")
     step = max(1, round(height / 32))
     return (0, -step, step, -2 * step, 2 * step)[:count]
+
+
+SCALE_PRESETS: dict[int, tuple[float, ...]] = {  # multi-scale reading: width factors by count, 1 first
+    1: (1.0,),
+    3: (1.0, 0.8, 1.25),
+    5: (1.0, 0.8, 1.25, 0.9, 1.12),
+    7: (1.0, 0.8, 1.25, 0.9, 1.12, 0.7, 1.4),
+}
+SCALE_RANGE = (0.25, 4.0)
+
+
+def width_scales(value: int | Sequence[float]) -> tuple[float, ...]:
+    """The width factors multi-scale reading tries: a count from SCALE_PRESETS (1, 3, 5, 7) or the factors."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if int(value) not in SCALE_PRESETS:
+            raise ValueError(f"scales must be one of {', '.join(map(str, SCALE_PRESETS))} or a list of width "
+                             f"factors, got {value!r}")
+        return SCALE_PRESETS[int(value)]
+    low, high = SCALE_RANGE
+    try:
+        factors = (float(value),) if isinstance(value, float) else tuple(float(f) for f in value)
+    except (TypeError, ValueError):
+        factors = ()
+    if isinstance(value, str) or not factors or any(not low <= f <= high for f in factors) \
+            or len(set(factors)) != len(factors):
+        raise ValueError(f"width scales must be distinct factors from {low:g} to {high:g}, got {value!r}")
+    return factors
 
 
 def shift_rows(images, rows: int):
@@ -111,13 +140,19 @@ class LineReader:
 
     `tta` (1, 3 or 5) reads each line that many times, moved up and down by 1/32 and 2/32 of the
     input height (2 and 4 pixels at height 64), and averages the frames' log-probabilities: about
-    0.5 CER points fewer for `tta` times the network's work (docs/decoding.md)."""
+    0.5 CER points fewer for `tta` times the network's work (docs/decoding.md).
+
+    `scales` (a count from SCALE_PRESETS, or width factors) reads each line stretched or squeezed to
+    those widths and keeps the reading whose greedy characters are the most confident (a reading with
+    no characters only when every width gives none): writers' letters differ in width more than
+    training taught the network; 3 widths cost 3 times its work (docs/decoding.md)."""
 
     engine = ""
 
     def __init__(self, charset: Charset, meta: dict, height: int, stride: int):
         self.charset, self.meta, self.height, self.stride = charset, meta, height, stride
         self.tta = 1
+        self.scales = 1
         calibration = meta.get("calibration") or {}
         self.temperature = float(calibration.get("temperature", 1.0))
         # fitted by `htrjand calibrate`; used by the decoders without a language model (whose beta does its work)
@@ -136,6 +171,14 @@ class LineReader:
     @tta.setter
     def tta(self, count: int) -> None:
         self._shifts = tta_shifts(self.height, count)
+
+    @property
+    def scales(self) -> tuple[float, ...]:
+        return self._scales
+
+    @scales.setter
+    def scales(self, value: int | Sequence[float]) -> None:
+        self._scales = width_scales(value)
 
     def run_averaged(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`run`, or with `tta` > 1 the mean log-probabilities of the shifted copies (one engine call)."""
@@ -217,15 +260,26 @@ class LineReader:
 
     def _run_chunk(self, arrays: list, batch_size: int) -> list[LineOutput]:
         outputs = [LineOutput(None, error=a) if isinstance(a, str) else None for a in arrays]
-        ok = sorted((i for i, a in enumerate(arrays) if not isinstance(a, str)), key=lambda i: arrays[i][0].shape[1])
-        for start in range(0, len(ok), batch_size):
-            batch = ok[start:start + batch_size]
-            x, widths = pad_batch([arrays[i][0] for i in batch], self.stride)
-            logits, lengths = self.run_averaged(x, widths)
-            for j, (i, n) in enumerate(zip(batch, lengths.tolist())):
-                array, width = arrays[i]
-                outputs[i] = LineOutput(np.array(logits[j, :n], dtype=np.float32),
-                                        self.stride * width / array.shape[1], width)
+        ok = [i for i, a in enumerate(arrays) if not isinstance(a, str)]
+        kept: dict[int, tuple[bool, float]] = {}  # (has characters, confidence) of each line's kept reading
+        for factor in self.scales:
+            inputs = {i: arrays[i][0] if factor == 1.0 else scale_width(arrays[i][0], factor) for i in ok}
+            order = sorted(ok, key=lambda i: inputs[i].shape[1])
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                x, widths = pad_batch([inputs[i] for i in batch], self.stride)
+                logits, lengths = self.run_averaged(x, widths)
+                for j, (i, n) in enumerate(zip(batch, lengths.tolist())):
+                    width = arrays[i][1]
+                    output = LineOutput(np.array(logits[j, :n], dtype=np.float32),
+                                        self.stride * width / inputs[i].shape[1], width, scale=factor)
+                    if len(self.scales) > 1:
+                        reading = self.decoder.decode_line(output.logits, self.temperature)
+                        score = (bool(reading.text), reading.confidence)
+                        if i in kept and score <= kept[i]:
+                            continue
+                        kept[i] = score
+                    outputs[i] = output
         return outputs  # type: ignore[return-value]
 
 
@@ -313,10 +367,11 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "student.ckpt"
 MODEL_SUFFIXES = (".ckpt", ".onnx", ".pt", ".pth")
 
 
-def load(path: str | Path | None = None, device: str = "cpu", engine: str | None = None, tta: int = 1
-         ) -> LineReader:
+def load(path: str | Path | None = None, device: str = "cpu", engine: str | None = None, tta: int = 1,
+         scales: int | Sequence[float] = 1) -> LineReader:
     """Load a model for recognition: `htrjand.load(path).recognize(images)`; with no path, the bundled
-    Student (DEFAULT_MODEL, model card beside it). `tta` 3 or 5: test-time augmentation (`LineReader`).
+    Student (DEFAULT_MODEL, model card beside it). `tta` 3 or 5: test-time augmentation; `scales` 3, 5,
+    7 or width factors: multi-scale reading (`LineReader`).
 
     `.onnx` files (or `engine="onnx"`) run on onnxruntime; checkpoints on PyTorch (imported only then)."""
     path = Path(path) if path is not None else DEFAULT_MODEL
@@ -329,4 +384,5 @@ def load(path: str | Path | None = None, device: str = "cpu", engine: str | None
 
         reader = Recognizer.from_checkpoint(path, device)
     reader.tta = tta
+    reader.scales = scales
     return reader

@@ -578,7 +578,7 @@ def main(args) -> int:
     from .cli import _decoder_options
     from .runtime import load
 
-    reader = load(args.model, tta=args.tta)
+    reader = load(args.model, tta=args.tta, scales=args.scales)
     options = {"decoder": args.decoder, **_decoder_options(args)}
     app = create_app(reader, max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                      low_confidence=args.low_confidence, batch_size=args.batch_size,
