@@ -130,6 +130,27 @@ def test_augmentation_never_makes_a_label_ctc_infeasible(tmp_path):
     assert min(widths) > 64 and len(widths) > 1  # augmented (widths vary), never below 9 frames
 
 
+def test_stretch_scales_only_the_width_within_its_range_and_keeps_resume_exact(tmp_path):
+    """`stretch 0.25` alone: about half the readings keep the line's width, the others are 0.8 to 1.25 times
+    as wide, both ways, at the same height; the same (epoch, index) gives the same image (exact resume)."""
+    from htrjand.training.data import LineDataset
+
+    _line(tmp_path / "l.png", width=400, height=64)
+    (tmp_path / "m.tsv").write_text("l.png\tab\n", encoding="utf-8")
+    charset = Charset(list("ab"))
+    problems = Problems()
+    prepared = prepare_samples(read_dataset(tmp_path / "m.tsv", problems), charset, 64, 8, 4096, problems)
+    base = prepared.widths[0]
+    dataset = LineDataset(prepared, charset, 64, 4096, 8, augment=0.0, seed=0, stretch=0.25)
+    images = [dataset[(0, epoch)][0] for epoch in range(60)]
+    ratios = [im.shape[1] / base for im in images]
+    assert all(im.shape[0] == 64 for im in images) and all(0.79 <= r <= 1.26 for r in ratios)
+    assert 10 < sum(abs(r - 1) < 0.01 for r in ratios) < 50  # p = 0.5
+    assert min(ratios) < 0.9 and max(ratios) > 1.12
+    assert np.array_equal(dataset[(0, 7)][0], images[7])
+    assert LineDataset(prepared, charset, 64, 4096, 8).augmenter is None
+
+
 def test_curriculum_draws_short_lines_first_and_keeps_epochs_the_same_length():
     lengths = [5 + (i * 37) % 100 for i in range(200)]  # label lengths 5..104
     widths = [8 * n for n in lengths]

@@ -72,6 +72,9 @@ def test_bad_config_and_data_give_clear_errors(tmp_path, capsys):
         load_config(overrides={"train": {"lrr": 1}})
     assert main(["train", "--train", str(tmp_path / "none.tsv"), "--val", str(tmp_path / "none.tsv")]) == 2
     assert "none.tsv: no such manifest" in capsys.readouterr().err
+    assert main(["train", "--train", str(tmp_path / "none.tsv"), "--val", str(tmp_path / "none.tsv"),
+                 "--stretch", "-0.5"]) == 2
+    assert "data.stretch must be 0 (off) or positive, got -0.5" in capsys.readouterr().err
 
 
 def test_resume_continues_exactly(rendered, tmp_path):

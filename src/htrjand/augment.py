@@ -12,11 +12,17 @@ import numpy as np  # noqa: E402
 WHITE = 255
 
 
-def build_augmentation(strength: float = 1.0) -> A.Compose:
+def build_augmentation(strength: float = 1.0, stretch: float = 0.0) -> A.Compose:
     """Geometric (shear/affine, elastic), stroke (erosion/dilation) and photometric (blur, noise,
-    brightness/contrast) distortions; `strength` scales probabilities and ranges (0 = off)."""
+    brightness/contrast) distortions; `strength` scales probabilities and ranges (0 = off). `stretch` x > 0
+    first scales half the lines' width alone by a factor from 1/(1+x) to 1+x (letters narrower or wider, as
+    writers' differ: the reading `--scales` exploits; 0 = off)."""
     s = float(strength)
-    return A.Compose([
+    widths = [A.Affine(scale={"x": (1 / (1 + stretch), 1 + stretch), "y": (1.0, 1.0)}, keep_ratio=False,
+                       fit_output=True, border_mode=cv2.BORDER_CONSTANT, fill=WHITE, p=0.5)] if stretch > 0 else []
+    if s <= 0:
+        return A.Compose(widths)
+    return A.Compose(widths + [
         A.Affine(scale=(1 - 0.08 * s, 1 + 0.05 * s), rotate=(-1.5 * s, 1.5 * s),
                  shear={"x": (-20 * s, 20 * s), "y": (-1.5 * s, 1.5 * s)},
                  fit_output=True, border_mode=cv2.BORDER_CONSTANT, fill=WHITE, p=0.6 * s),
@@ -38,9 +44,9 @@ class Augmenter:
     here, in the process that creates the loaders, so that forked workers inherit it: calling
     `cv2.setNumThreads` inside a forked worker whose parent had used OpenCV's pool hangs."""
 
-    def __init__(self, strength: float = 1.0):
-        self.strength = strength
-        self.pipeline = build_augmentation(strength) if strength > 0 else None
+    def __init__(self, strength: float = 1.0, stretch: float = 0.0):
+        self.strength, self.stretch = strength, stretch
+        self.pipeline = build_augmentation(strength, stretch) if strength > 0 or stretch > 0 else None
         if self.pipeline is not None:
             cv2.setNumThreads(1)
 

@@ -96,6 +96,9 @@ class DataConfig:
         "help": "also cap padded pixels per batch (0 = no cap); keeps memory flat across widths"})
     workers: int = field(default=2, metadata={"help": "data loader worker processes"})
     augment: float = field(default=1.0, metadata={"help": "augmentation strength (0 = off)"})
+    stretch: float = field(default=0.0, metadata={
+        "help": "width augmentation: half the lines' width alone scaled by a factor from 1/(1+x) to 1+x "
+                "(0 = off; independent of augment)"})
     curriculum_epochs: int = field(default=0, metadata={
         "help": "curriculum: over this many epochs the lines drawn grow from the shortest (by label length) "
                 "to all of them (0 = off)"})

@@ -134,11 +134,11 @@ class LineDataset(Dataset):
     augmentation of a sample depends only on the seed, the epoch and the index (exact resume)."""
 
     def __init__(self, prepared: PreparedSamples, charset: Charset, height: int, max_width: int, stride: int,
-                 augment: float = 0.0, seed: int = 0):
+                 augment: float = 0.0, seed: int = 0, stretch: float = 0.0):
         self.samples, self.widths, self.cache = prepared.samples, prepared.widths, prepared.cache
         self.charset, self.height, self.max_width, self.seed = charset, height, max_width, seed
         self.stride = stride
-        self.augmenter = Augmenter(augment) if augment > 0 else None
+        self.augmenter = Augmenter(augment, stretch) if augment > 0 or stretch > 0 else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -198,9 +198,9 @@ class LineDataModule(L.LightningDataModule):
                  stride: int, batch_size: int, max_batch_pixels: int, workers: int, augment: float,
                  max_width: int, seed: int, groups: list[int] | None = None, shares: list[float] | None = None,
                  curriculum: tuple[int, float] | None = None, shares_end: list[float] | None = None,
-                 epochs: int = 1):
+                 epochs: int = 1, stretch: float = 0.0):
         super().__init__()
-        self.train_set = LineDataset(train, charset, height, max_width, stride, augment, seed)
+        self.train_set = LineDataset(train, charset, height, max_width, stride, augment, seed, stretch)
         self.val_set = LineDataset(val, charset, height, max_width, stride, 0.0, seed)
         self.collate = Collate(stride)
         self.batch_size, self.max_batch_pixels, self.height = batch_size, max_batch_pixels or None, height

@@ -138,6 +138,9 @@ def train(cfg: Config) -> dict:
         raise ConfigError("no training data: give --train MANIFEST_OR_FOLDER (or data.train in the config)")
     if not cfg.data.val:
         raise ConfigError("no validation data: give --val MANIFEST_OR_FOLDER (or data.val in the config)")
+    for name in ("augment", "stretch"):
+        if not getattr(cfg.data, name) >= 0:
+            raise ConfigError(f"data.{name} must be 0 (off) or positive, got {getattr(cfg.data, name)}")
     out = Path(cfg.train.output)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -224,7 +227,7 @@ def train(cfg: Config) -> dict:
     data = LineDataModule(train_set, val_set, charset, cfg.model.height, stride, cfg.data.batch_size,
                           cfg.data.max_batch_pixels, cfg.data.workers, cfg.data.augment, cfg.data.max_width,
                           cfg.train.seed, groups, shares, (cfg.data.curriculum_epochs, cfg.data.curriculum_start),
-                          shares_end, cfg.train.epochs)
+                          shares_end, cfg.train.epochs, cfg.data.stretch)
     if kd:
         kd.check_outputs(data)  # a Teacher that gives NaN is refused before training
 
