@@ -45,7 +45,7 @@ class Augmenter:
     `cv2.setNumThreads` inside a forked worker whose parent had used OpenCV's pool hangs."""
 
     def __init__(self, strength: float = 1.0, stretch: float = 0.0):
-        self.strength, self.stretch = strength, stretch
+        self.strength = strength
         self.pipeline = build_augmentation(strength, stretch) if strength > 0 or stretch > 0 else None
         if self.pipeline is not None:
             cv2.setNumThreads(1)

@@ -138,7 +138,8 @@ class LineDataset(Dataset):
         self.samples, self.widths, self.cache = prepared.samples, prepared.widths, prepared.cache
         self.charset, self.height, self.max_width, self.seed = charset, height, max_width, seed
         self.stride = stride
-        self.augmenter = Augmenter(augment, stretch) if augment > 0 or stretch > 0 else None
+        augmenter = Augmenter(augment, stretch)
+        self.augmenter = augmenter if augmenter.pipeline is not None else None  # both off: no augmentation
 
     def __len__(self) -> int:
         return len(self.samples)
