@@ -11,7 +11,7 @@ import pytest
 import htrjand
 from htrjand.datasets import Problems, read_datasets, spec_of
 from htrjand.evaluation import evaluate
-from htrjand.runtime import DEFAULT_MODEL
+from htrjand.runtime import DEFAULT_MODEL, Result
 
 from conftest import EXAMPLES
 
@@ -97,7 +97,8 @@ def test_tta_reads_real_test_lines_better(bundled, shared_data, dataset):
 def test_scales_keep_each_lines_most_confident_reading(bundled, tmp_path):
     """`scales`: every line read at each width factor; the kept reading is, line by line, the one a
     single-width reader at that factor gives with the highest confidence, its character positions
-    still in the original image's pixels; presets and bad factors are checked."""
+    still in the original image's pixels, its `scale` that factor (kept through the JSON record);
+    presets and bad factors are checked."""
     from PIL import Image
 
     samples = read_datasets([spec_of(str(EXAMPLES))], Problems())
@@ -106,7 +107,9 @@ def test_scales_keep_each_lines_most_confident_reading(bundled, tmp_path):
     kept = htrjand.load(scales=factors).recognize(samples)
     for i, result in enumerate(kept):
         best = max(factors, key=lambda f: (bool(alone[f][i].text), alone[f][i].confidence))
-        assert (result.text, result.confidence) == (alone[best][i].text, alone[best][i].confidence)
+        assert (result.text, result.confidence, result.scale) == (alone[best][i].text, alone[best][i].confidence,
+                                                                  best)
+        assert Result.from_dict(json.loads(json.dumps(result.to_dict()))).scale == best
         with Image.open(samples[i].image) as im:
             assert all(0 <= x0 < x1 <= im.width for x0, x1 in result.char_positions), result.char_positions
     assert {f for f in factors if any(k.text == alone[f][i].text != alone[1.0][i].text
@@ -120,7 +123,8 @@ def test_scales_keep_each_lines_most_confident_reading(bundled, tmp_path):
 
 def test_scales_read_a_line_squeezed_out_of_shape(bundled, tmp_path):
     """Lines squeezed to 60% of their width (a writer with narrow letters, or a scan resampled) read
-    badly at their own width; reading them also 1.6 times as wide recovers most of the text."""
+    badly at their own width; reading them also 1.6 times as wide recovers most of the text, and the
+    report says most lines were kept at 1.6."""
     from PIL import Image
 
     samples = read_datasets([spec_of(str(EXAMPLES))], Problems())
@@ -132,7 +136,10 @@ def test_scales_read_a_line_squeezed_out_of_shape(bundled, tmp_path):
     (tmp_path / "lines.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     squeezed = read_datasets([spec_of(str(tmp_path / "lines.tsv"))], Problems())
     plain = evaluate(bundled, squeezed)["overall"]["cer"]
-    scaled = evaluate(htrjand.load(scales=(1.0, 1.6)), squeezed)["overall"]["cer"]
+    report = evaluate(htrjand.load(scales=(1.0, 1.6)), squeezed)
+    scaled = report["overall"]["cer"]
+    assert report["widths_kept"]["1.6"] > report["widths_kept"].get("1", 0), report["widths_kept"]
+    assert [line["scale"] for line in report["lines"]].count(1.6) == report["widths_kept"]["1.6"]
     assert scaled < plain / 2 and scaled < CARD["examples"]["cer"] + 0.03, (plain, scaled)
 
 

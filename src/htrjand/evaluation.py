@@ -3,6 +3,7 @@ decoders on the same model outputs; tune the LM weights of beam search."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -49,12 +50,15 @@ def _report(recognizer: LineReader, samples: Sequence[Sample], results: Sequence
         reference = recognizer.mapping.apply(s.text, s.dataset)
         counter.add(reference, r.text, s.dataset)
         lines.append({"image": r.source, "dataset": s.dataset, "group": s.group, "reference": reference,
-                      "hypothesis": r.text, "confidence": round(r.confidence, 4), "error": r.error})
+                      "hypothesis": r.text, "confidence": round(r.confidence, 4), "scale": r.scale,
+                      "error": r.error})
+    kept = Counter(r.scale for r in results if not r.error)
     return {
         **counter.as_dict(),
         "unreadable_images": unreadable,
         "lines_per_second": len(samples) / seconds if seconds > 0 else None,
         "decoder": decoder.name,
+        "widths_kept": {f"{f:g}": kept[f] for f in sorted(kept)} if len(recognizer.scales) > 1 else None,
         "model": {"path": recognizer.meta.get("path", ""), "preset": recognizer.meta.get("preset", ""),
                   "parameters": recognizer.parameters},
         "lines": lines,
@@ -74,6 +78,10 @@ def format_report(report: dict) -> str:
     if report["overall"].get("confusions"):
         lines.append("most frequent errors (reference -> output, count; '' = missing): " + ", ".join(
             f"{r!r}->{h!r} {n}" for r, h, n in report["overall"]["confusions"][:10]))
+    if report.get("widths_kept"):
+        total = sum(report["widths_kept"].values())
+        lines.append("widths kept (multi-scale reading): " + ", ".join(
+            f"{f}x {100 * n / total:.0f}%" for f, n in report["widths_kept"].items()))
     if report.get("unreadable_images"):
         lines.append(f"{report['unreadable_images']} images could not be read (counted as empty output)")
     if report.get("lines_per_second"):

@@ -36,7 +36,8 @@ class Result:
     """One recognised line. `error` is set (and `text` empty) when the image could not be read.
 
     Positions are `[x0, x1)` pixel columns of the original line image (for a line cut from a page:
-    of the cut region). `nbest` lists the decoder's best candidates, best first."""
+    of the cut region). `nbest` lists the decoder's best candidates, best first. `scale` is the width
+    factor the line was read at (1 unless multi-scale reading chose another, `LineReader.scales`)."""
 
     text: str
     confidence: float
@@ -46,6 +47,7 @@ class Result:
     char_positions: list[tuple[int, int]] = field(default_factory=list)
     words: list[Word] = field(default_factory=list)
     nbest: list[Candidate] = field(default_factory=list)
+    scale: float = 1.0
 
     def to_dict(self) -> dict:
         """A JSON-ready record (confidences and scores rounded)."""
@@ -56,7 +58,7 @@ class Result:
                            "frames": list(w.frames), "x": list(w.x) if w.x else None} for w in self.words],
                 "nbest": [{"text": c.text, "score": round(c.score, 4), "acoustic": round(c.acoustic, 4),
                            "lm": round(c.lm, 4)} for c in self.nbest],
-                "error": self.error}
+                "scale": self.scale, "error": self.error}
 
     @classmethod
     def from_dict(cls, record: dict) -> "Result":
@@ -65,7 +67,8 @@ class Result:
                       tuple(w["x"]) if w.get("x") else None) for w in record["words"]]
         nbest = [Candidate(c["text"], c["score"], c["acoustic"], c["lm"]) for c in record["nbest"]]
         return cls(record["text"], record["confidence"], list(record["char_confidences"]), record["image"],
-                   record["error"], [tuple(x) for x in record["char_positions"]], words, nbest)
+                   record["error"], [tuple(x) for x in record["char_positions"]], words, nbest,
+                   record.get("scale", 1.0))
 
 
 @dataclass
@@ -245,7 +248,8 @@ class LineReader:
         if decoder.charset != self.charset:
             raise DecodingError("the decoder was made for another model's charset")
         d = decoder.decode_line(output.logits, self.temperature, output.px_per_frame, output.width)
-        return Result(d.text, d.confidence, d.char_confidences, source, None, d.char_x, d.words, d.nbest)
+        return Result(d.text, d.confidence, d.char_confidences, source, None, d.char_x, d.words, d.nbest,
+                      output.scale)
 
     def _chunks(self, images: Sequence, batch_size: int, workers: int | None, chunk: int):
         workers = workers or min(4, os.cpu_count() or 1)

@@ -91,6 +91,7 @@ class LineResult(BaseModel):
     words: list[WordOut]
     nbest: list[CandidateOut]
     error: str | None
+    scale: float = Field(1.0, description="width factor the line was read at (multi-scale reading; else 1)")
     width: int = Field(0, description="line image width in pixels")
     height: int = Field(0, description="line image height in pixels")
 
