@@ -21,7 +21,8 @@ def test_train_recipe_loads(recipe):
     cfg = load_config(recipe)
     assert cfg.data.train and cfg.data.val and cfg.data.test and cfg.train.output.startswith("runs/")
     if "distill" in recipe.name:
-        assert cfg.preset == "student" and cfg.distill.teacher == "runs/teacher/best.ckpt"
+        assert cfg.preset == "student" and cfg.distill.teacher in ("runs/teacher/best.ckpt", "models/teacher.ckpt")
+        assert (RECIPES.parent / cfg.distill.teacher).is_file() or cfg.distill.teacher.startswith("runs/")
 
 
 def test_pipeline_recipe_passes_its_checks(monkeypatch):
